@@ -1,0 +1,47 @@
+"""procsync: start, stop, watch and remember the local server processes behind an admin dashboard."""
+
+from __future__ import annotations
+
+from .config import HealthCheck, ServerConfig, SpawnConfig
+from .errors import (
+    ConfigError,
+    DuplicateProcessError,
+    IdentityMismatch,
+    ProcessNotFound,
+    ProcSyncError,
+    SpawnError,
+    StateStoreError,
+)
+from .manager import ProcessManager
+from .monitor import ProcessMonitor
+from .orchestrator import ServerOrchestrator
+from .records import ActionResult, KillResult, ProcessInfo, ProcessStatus, ServerStatus
+from .store import ProcessStateStore, SQLiteStateStore, StoredProcessInfo, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionResult",
+    "ConfigError",
+    "DuplicateProcessError",
+    "HealthCheck",
+    "IdentityMismatch",
+    "KillResult",
+    "ProcSyncError",
+    "ProcessInfo",
+    "ProcessManager",
+    "ProcessMonitor",
+    "ProcessNotFound",
+    "ProcessStateStore",
+    "ProcessStatus",
+    "SQLiteStateStore",
+    "ServerConfig",
+    "ServerOrchestrator",
+    "ServerStatus",
+    "SpawnConfig",
+    "SpawnError",
+    "StateStoreError",
+    "StoredProcessInfo",
+    "__version__",
+    "open_store",
+]

@@ -1,0 +1,1 @@
+"""Flask extension: see procsync.flask_ext.extension."""

@@ -1,0 +1,136 @@
+"""Test helpers: a deadline poller, free ports, and a guard against leaked processes.
+
+Every process a test starts inherits PROCSYNC_TEST_RUN from this session, so
+after each test any live (non-zombie) process carrying the marker is a leak:
+it is killed and the test fails, even when the leak is a grandchild that
+left its process group or was reparented to PID 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import psutil
+
+T = TypeVar("T")
+
+RUN_MARKER = "PROCSYNC_TEST_RUN"
+os.environ[RUN_MARKER] = uuid.uuid4().hex
+PY = sys.executable
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+    """Poll `predicate` every 10 ms until it is truthy; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+    return result
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (a zombie counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def marked_processes() -> list[psutil.Process]:
+    """Live processes started during this test session (they carry the run marker)."""
+    token = os.environ[RUN_MARKER]
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(RUN_MARKER) == token:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def kill_marked() -> list[str]:
+    """Kill every marked process (and its group); describe what was found."""
+    leaked = marked_processes()
+    described = []
+    for proc in leaked:
+        try:
+            described.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:120]}")
+            proc.kill()
+        except psutil.Error:
+            pass
+    for proc in leaked:
+        try:
+            proc.wait(timeout=5)
+        except psutil.Error:
+            pass
+    return described
+
+
+def kill_marked_after_grace(grace: float = 2.0) -> list[str]:
+    """Leaked processes, allowing `grace` s for ones already dying (signalled, not yet reaped)."""
+    deadline = time.monotonic() + grace
+    while marked_processes() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return kill_marked()
+
+
+def python_cmd(code: str) -> list[str]:
+    """A command that runs `code` in a fresh Python interpreter."""
+    return [PY, "-c", code]
+
+
+def listener_code(port: int, delay: float = 0.0) -> str:
+    """Python code for a child that listens on `port` (after `delay` s) until killed."""
+    return (
+        "import socket, time\n"
+        f"time.sleep({delay})\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('127.0.0.1', {port})); s.listen(16)\n"
+        "while True:\n"
+        "    c, _ = s.accept(); c.close()\n"
+    )
+
+
+def ignore_term_code(ready_file: str) -> str:
+    """Python code for a child that ignores SIGTERM and says so in `ready_file`."""
+    return (
+        "import signal, time, pathlib\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"pathlib.Path({ready_file!r}).write_text('ready')\n"
+        "while True: time.sleep(1)\n"
+    )
+
+
+__all__ = [
+    "kill_marked_after_grace",
+    "marked_processes",
+    "PY",
+    "free_port",
+    "ignore_term_code",
+    "is_gone",
+    "listener_code",
+    "python_cmd",
+    "wait_until",
+    "signal",
+]
