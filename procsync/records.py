@@ -44,6 +44,8 @@ class ActionResult:
     success: bool
     message: str
     pid: int | None = None
+    code: str | None = None  # on failure: unknown, already_running, already_stopped, port_in_use,
+    #                          start_failed, start_timeout, bad_config
 
 
 @dataclass(frozen=True, slots=True)
