@@ -16,7 +16,14 @@ from .manager import ProcessManager
 from .monitor import ProcessMonitor
 from .orchestrator import ServerOrchestrator
 from .records import ActionResult, KillResult, ProcessInfo, ProcessStatus, ServerStatus
-from .store import ProcessStateStore, SQLiteStateStore, StoredProcessInfo, open_store
+from .store import (
+    HistoryEntry,
+    ProcessStateStore,
+    SQLiteStateStore,
+    StateStore,
+    StoredProcessInfo,
+    open_store,
+)
 
 __version__ = "0.1.0"
 
@@ -25,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DuplicateProcessError",
     "HealthCheck",
+    "HistoryEntry",
     "IdentityMismatch",
     "KillResult",
     "ProcSyncError",
@@ -40,6 +48,7 @@ __all__ = [
     "ServerStatus",
     "SpawnConfig",
     "SpawnError",
+    "StateStore",
     "StateStoreError",
     "StoredProcessInfo",
     "__version__",

@@ -70,15 +70,15 @@ def get(name: str) -> Signal:
         ) from None
 
 
-def send(signal: Signal, sender: Any, **payload: Any) -> None:
-    """Send `signal`, calling every receiver even if one raises (that one is logged)."""
-    if not signal.receivers:
+def send(sig: Signal, sender: Any, /, **payload: Any) -> None:
+    """Send `sig`, calling every receiver even if one raises (that one is logged)."""
+    if not sig.receivers:
         return
-    for receiver in signal.receivers_for(sender):
+    for receiver in sig.receivers_for(sender):
         try:
             receiver(sender, **payload)
         except Exception:
-            log.exception("receiver %r of signal %r raised", receiver, signal.name)
+            log.exception("receiver %r of signal %r raised", receiver, sig.name)
 
 
 __all__ = ["ALL", "get", "send", *ALL]
