@@ -152,7 +152,11 @@ class HealthCheck:
         if self.tcp is not None:
             _check_port(server_id, "health.tcp", self.tcp)
         if self.command is not None:
-            object.__setattr__(self, "command", _check_command(server_id, self.command))
+            try:
+                checked = _check_command(server_id, self.command)
+            except ConfigError as err:
+                raise ConfigError(server_id, "health.command", err.problem) from None
+            object.__setattr__(self, "command", checked)
         if self.expect_status is not None:
             _check_number(server_id, "health.expect_status", self.expect_status, integer=True, minimum=100)
             if self.expect_status > 599:
@@ -376,10 +380,16 @@ def as_server_config(server_id: str, config: ServerConfig | Mapping[str, Any]) -
 __all__ = [
     "AUTORESTART_POLICIES",
     "HealthCheck",
+    "LoadedConfig",
     "ServerConfig",
     "SpawnConfig",
     "as_server_config",
     "check_id",
     "command_text",
+    "load_config",
     "signal_name",
 ]
+
+
+# Re-exported last: procsync.configfile imports this module.
+from .configfile import LoadedConfig, load_config  # noqa: E402, F401

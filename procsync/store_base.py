@@ -1,0 +1,414 @@
+"""What the state stores keep, and the methods they share.
+
+`StoredProcessInfo` and `HistoryEntry` are the records; `StateStore` is the
+surface both stores offer, written once over `update_process` and `_entries`.
+The JSON store (`procsync.store_json`) and the SQLite store
+(`procsync.store_sqlite`) build on it; `procsync.store` is the public module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import StateStoreError
+from .records import ProcessInfo
+
+EVENTS = ("started", "stopped", "exited", "crashed", "restarting", "fatal", "orphan_killed", "adopted")
+HISTORY_PER_ID = 200  # events kept per id, oldest dropped first
+LOG_TAIL_LINES = 20  # log lines kept with one event
+LOG_LINE_CHARS = 500  # characters kept of one log line
+
+Updater = Callable[["StoredProcessInfo | None"], "StoredProcessInfo | None"]
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def show(value: Any) -> str:
+    """A short repr of `value` for error messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def fail(name: str, expected: str, value: Any) -> ValueError:
+    """The ValueError for `name`: what was expected, what was got."""
+    return ValueError(f"{name}: expected {expected}, got {show(value)}")
+
+
+def summary(problems: list[str]) -> str:
+    """The first five problems joined, and how many more."""
+    shown = "; ".join(problems[:5])
+    return shown + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive(value: Any) -> bool:
+    return _is_int(value) and value > 0
+
+
+def _is_number(value: Any) -> bool:
+    """A finite, non-negative int or float."""
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value >= 0
+
+
+def _is_port(value: Any) -> bool:
+    return _is_int(value) and 1 <= value <= 65535
+
+
+def _optional(name: str, value: Any, ok: bool, expected: str) -> None:
+    if value is not None and not ok:
+        raise fail(name, expected + " or null", value)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """`value` as ISO 8601 in UTC with a `Z`."""
+    value = value.astimezone(UTC)
+    spec = "milliseconds" if value.microsecond % 1000 == 0 else "microseconds"
+    return value.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def parse_time(name: str, value: Any) -> datetime:
+    """An aware datetime from ISO 8601 text (naive means UTC)."""
+    if not isinstance(value, str):
+        raise fail(name, "an ISO 8601 time string", value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(name, "an ISO 8601 time string", value) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _check_aware(name: str, value: Any, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise fail(name, "a timezone-aware datetime", value)
+
+
+def check_id(value: Any) -> str:
+    """`value` if it is a non-empty string, else ValueError."""
+    if not isinstance(value, str) or not value:
+        raise fail("id", "a non-empty string", value)
+    return value
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProcessInfo:
+    """What the store keeps about one process: enough to find it again after a restart."""
+
+    id: str
+    pid: int
+    command: str
+    cwd: str | None
+    start_time: datetime  # aware
+    status: str
+    ports: tuple[int, ...]
+    create_time: float | None = None  # psutil's create_time(); with pid, the identity
+    pgid: int | None = None
+    log_file: str | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    owner: str | None = None
+    updated_at: datetime | None = None  # set by the store on every write
+
+    def __post_init__(self) -> None:
+        check_id(self.id)
+        if not _is_positive(self.pid):
+            raise fail("pid", "a positive integer", self.pid)
+        if not isinstance(self.command, str):
+            raise fail("command", "a string", self.command)
+        _optional("cwd", self.cwd, isinstance(self.cwd, str), "a string")
+        _check_aware("start_time", self.start_time)
+        if not isinstance(self.status, str) or not self.status:
+            raise fail("status", "a non-empty string", self.status)
+        ports = self.ports
+        if not isinstance(ports, tuple | list) or not all(_is_port(p) for p in ports):
+            raise fail("ports", "a list of integers in 1..65535", ports)
+        object.__setattr__(self, "ports", tuple(ports))
+        ct = self.create_time
+        _optional("create_time", ct, _is_number(ct), "a non-negative number")
+        if ct is not None:
+            object.__setattr__(self, "create_time", float(ct))
+        _optional("pgid", self.pgid, _is_positive(self.pgid), "a positive integer")
+        _optional("log_file", self.log_file, isinstance(self.log_file, str), "a string")
+        if not (_is_int(self.restarts) and _is_number(self.restarts)):
+            raise fail("restarts", "a non-negative integer", self.restarts)
+        _optional("exit_code", self.exit_code, _is_int(self.exit_code), "an integer")
+        _optional("owner", self.owner, isinstance(self.owner, str), "a string")
+        _check_aware("updated_at", self.updated_at, optional=True)
+
+    @classmethod
+    def from_process_info(cls, info: ProcessInfo, **changes: Any) -> StoredProcessInfo:
+        """The stored form of a manager's `ProcessInfo`, with `changes` applied."""
+        values: dict[str, Any] = {
+            "id": info.id,
+            "pid": info.pid,
+            "command": info.command,
+            "cwd": info.cwd,
+            "start_time": info.start_time,
+            "status": info.status,
+            "ports": tuple(info.ports),
+            "create_time": info.create_time,
+            "pgid": info.pgid,
+            "log_file": info.log_file,
+            "exit_code": info.exit_code,
+        }
+        values.update(changes)
+        return cls(**values)
+
+    def to_state_dict(self) -> dict[str, Any]:
+        """The state file's camelCase form (the seed's keys first, then ours)."""
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "command": self.command,
+            "cwd": self.cwd,
+            "startTime": format_time(self.start_time),
+            "status": self.status,
+            "ports": list(self.ports),
+            "createTime": self.create_time,
+            "pgid": self.pgid,
+            "logFile": self.log_file,
+            "restarts": self.restarts,
+            "exitCode": self.exit_code,
+            "owner": self.owner,
+            "updatedAt": format_time(self.updated_at) if self.updated_at else None,
+        }
+
+    @classmethod
+    def from_state_dict(cls, data: Any, key: str | None = None) -> StoredProcessInfo:
+        """Parse one state-file entry; ValueError naming the field that is wrong."""
+        if not isinstance(data, dict):
+            raise fail("entry", "an object", data)
+        missing = [k for k in ("id", "pid", "command", "cwd", "startTime", "status", "ports")
+                   if k not in data]
+        if missing:
+            raise ValueError(f"missing key(s): {', '.join(missing)}")
+        if key is not None and data["id"] != key:
+            raise ValueError(f"id: {show(data['id'])} does not match its key {key!r}")
+        ports = data["ports"]
+        if not isinstance(ports, list):
+            raise fail("ports", "a list of integers in 1..65535", ports)
+        updated = data.get("updatedAt")
+        return cls(
+            id=data["id"],
+            pid=data["pid"],
+            command=data["command"],
+            cwd=data["cwd"],
+            start_time=parse_time("startTime", data["startTime"]),
+            status=data["status"],
+            ports=tuple(ports),
+            create_time=data.get("createTime"),
+            pgid=data.get("pgid"),
+            log_file=data.get("logFile"),
+            restarts=0 if data.get("restarts") is None else data["restarts"],
+            exit_code=data.get("exitCode"),
+            owner=data.get("owner"),
+            updated_at=parse_time("updatedAt", updated) if updated is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One thing that happened to a server: started, stopped, exited, crashed, ..."""
+
+    id: str
+    event: str
+    at: datetime  # aware
+    pid: int | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_id(self.id)
+        if not isinstance(self.event, str) or not self.event:
+            raise fail("event", "a non-empty string", self.event)
+        _check_aware("at", self.at)
+        _optional("pid", self.pid, _is_positive(self.pid), "a positive integer")
+        _optional("exit_code", self.exit_code, _is_int(self.exit_code), "an integer")
+        _optional("reason", self.reason, isinstance(self.reason, str), "a string")
+        tail = self.log_tail
+        if not isinstance(tail, list | tuple) or not all(isinstance(s, str) for s in tail):
+            raise fail("log_tail", "a list of strings", tail)
+        object.__setattr__(self, "log_tail", list(tail))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values under snake_case keys; `at` as ISO 8601."""
+        return {
+            "id": self.id,
+            "event": self.event,
+            "at": format_time(self.at),
+            "pid": self.pid,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "log_tail": list(self.log_tail),
+        }
+
+    def _to_file(self) -> dict[str, Any]:
+        return {"event": self.event, "at": format_time(self.at), "pid": self.pid,
+                "exitCode": self.exit_code, "reason": self.reason, "logTail": list(self.log_tail)}
+
+    @classmethod
+    def _from_file(cls, server_id: str, data: Any) -> HistoryEntry:
+        if not isinstance(data, dict):
+            raise fail("event entry", "an object", data)
+        event: Any = data.get("event")
+        return cls(id=server_id, event=event, at=parse_time("at", data.get("at")),
+                   pid=data.get("pid"), exit_code=data.get("exitCode"),
+                   reason=data.get("reason"), log_tail=data.get("logTail") or [])
+
+
+def new_event(server_id: str, event: str, pid: Any, exit_code: Any, reason: Any,
+               log_tail: Any, at: datetime | None) -> HistoryEntry:
+    """A checked `HistoryEntry` with its log tail trimmed to what is kept."""
+    check_id(server_id)
+    if event not in EVENTS:
+        raise ValueError(f"event: expected one of {', '.join(EVENTS)}, got {show(event)}")
+    tail = list(log_tail or [])
+    if not all(isinstance(s, str) for s in tail):
+        raise fail("log_tail", "a list of strings", log_tail)
+    tail = [s.rstrip("\n")[:LOG_LINE_CHARS] for s in tail[-LOG_TAIL_LINES:]]
+    return HistoryEntry(server_id, event, at or _now(), pid, exit_code, reason, tail)
+
+
+def check_limit(limit: Any) -> int:
+    """`limit` if it is a positive integer, else ValueError."""
+    if not _is_int(limit) or limit < 1:
+        raise fail("limit", "a positive integer", limit)
+    return limit
+
+
+# ---------------------------------------------------------------- shared surface
+
+
+class StateStore:
+    """The methods both stores share, written once over `update_process` and `_entries`."""
+
+    path: Path
+
+    def load(self) -> dict[str, StoredProcessInfo]:
+        """Every stored process by id (re-read from disk when it changed); never raises on bad content."""
+        return dict(self._entries())
+
+    def get_process(self, id: str) -> StoredProcessInfo | None:
+        """The stored entry for `id`, or None."""
+        return self._entries().get(id)
+
+    def get_all_processes(self) -> list[StoredProcessInfo]:
+        """Every stored entry, in the order first written."""
+        return list(self._entries().values())
+
+    def save_process(self, info: StoredProcessInfo | ProcessInfo) -> StoredProcessInfo:
+        """Store `info` under its id; a `ProcessInfo` keeps the stored restarts and owner."""
+        if isinstance(info, ProcessInfo):
+            fresh = StoredProcessInfo.from_process_info(info)
+
+            def change(old: StoredProcessInfo | None) -> StoredProcessInfo:
+                return fresh if old is None else replace(fresh, restarts=old.restarts,
+                                                         owner=old.owner)
+        elif isinstance(info, StoredProcessInfo):
+            def change(old: StoredProcessInfo | None) -> StoredProcessInfo:
+                return info
+        else:
+            raise TypeError(f"save_process: expected StoredProcessInfo or ProcessInfo, "
+                            f"got {type(info).__name__}")
+        saved = self.update_process(info.id, change)
+        if saved is None:  # pragma: no cover - change never returns None
+            raise StateStoreError(f"{info.id!r} was not saved")
+        return saved
+
+    def remove_process(self, id: str) -> None:
+        """Forget `id` (nothing happens if it is not stored)."""
+        self.update_process(id, lambda old: None)
+
+    def update_process(self, id: str, fn: Updater) -> StoredProcessInfo | None:
+        """Atomically replace the entry for `id` with `fn(old)`; None removes it.
+
+        `fn` runs under the store's thread and process locks: keep it quick and
+        do not call the store from it. If it raises, nothing is written.
+        """
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        """Remove every process entry (the history is kept; see `clear_history`)."""
+        raise NotImplementedError
+
+    def record_event(self, id: str, event: str, *, pid: int | None = None,
+                     exit_code: int | None = None, reason: str | None = None,
+                     log_tail: list[str] | None = None, at: datetime | None = None) -> HistoryEntry:
+        """Append one event to `id`'s history (the oldest beyond HISTORY_PER_ID are dropped)."""
+        raise NotImplementedError
+
+    def history(self, id: str, limit: int = 50) -> list[HistoryEntry]:
+        """The last `limit` events of `id`, newest first."""
+        raise NotImplementedError
+
+    def clear_history(self, id: str | None = None) -> None:
+        """Drop the history of `id`, or of every id."""
+        raise NotImplementedError
+
+    def version(self) -> Any:
+        """A hashable token that changes whenever any writer commits."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the store holds open (safe to call twice)."""
+
+    def _entries(self) -> dict[str, StoredProcessInfo]:
+        raise NotImplementedError
+
+    def _checked(self, id: str, old: StoredProcessInfo | None,
+                 new: Any) -> StoredProcessInfo | None:
+        if new is None or new is old:
+            return new
+        if not isinstance(new, StoredProcessInfo):
+            raise TypeError(f"update_process: fn must return StoredProcessInfo or None, "
+                            f"got {type(new).__name__}")
+        if new.id != id:
+            raise ValueError(f"update_process: fn returned id {new.id!r} for {id!r}")
+        return replace(new, updated_at=_now())
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+__all__ = [
+    "EVENTS",
+    "HISTORY_PER_ID",
+    "LOG_LINE_CHARS",
+    "LOG_TAIL_LINES",
+    "HistoryEntry",
+    "StateStore",
+    "StoredProcessInfo",
+    "Updater",
+    "check_id",
+    "check_limit",
+    "fail",
+    "format_time",
+    "new_event",
+    "parse_time",
+    "show",
+    "summary",
+]

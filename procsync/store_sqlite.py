@@ -1,0 +1,372 @@
+"""The SQLite state store: the same methods as the JSON store, in one database (WAL mode).
+
+Cheaper writes with many entries. The schema is versioned with `PRAGMA
+user_version` and upgraded by `MIGRATIONS`. A corrupted database is moved
+aside as `<db>.corrupt-<UTC time>` and a fresh one started; rows that fail
+validation are copied aside (as JSON) and deleted. See docs/state-file.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .atomic import exclusive_lock, reserve_aside
+from .errors import StateStoreError
+from .store_base import (
+    HISTORY_PER_ID,
+    HistoryEntry,
+    StateStore,
+    StoredProcessInfo,
+    Updater,
+    check_id,
+    check_limit,
+    fail,
+    format_time,
+    new_event,
+    parse_time,
+    show,
+    summary,
+)
+
+log = logging.getLogger("procsync.store")  # the documented logger of both stores
+
+SCHEMA_VERSION = 1  # SQLite PRAGMA user_version this code writes
+BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another writer
+
+
+_COLUMNS = ("id, pid, command, cwd, start_time, status, ports, create_time, pgid, log_file, "
+            "restarts, exit_code, owner, updated_at")
+
+# Each schema version's statements, applied in order from the file's user_version up.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS processes (
+            id TEXT PRIMARY KEY, pid INTEGER NOT NULL, command TEXT NOT NULL, cwd TEXT,
+            start_time TEXT NOT NULL, status TEXT NOT NULL, ports TEXT NOT NULL DEFAULT '[]',
+            create_time REAL, pgid INTEGER, log_file TEXT, restarts INTEGER NOT NULL DEFAULT 0,
+            exit_code INTEGER, owner TEXT, updated_at TEXT)""",
+        """CREATE TABLE IF NOT EXISTS history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, event TEXT NOT NULL,
+            at TEXT NOT NULL, pid INTEGER, exit_code INTEGER, reason TEXT,
+            log_tail TEXT NOT NULL DEFAULT '[]')""",
+        "CREATE INDEX IF NOT EXISTS history_by_id ON history (id, seq)",
+    ),
+}
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _is_corruption(err: BaseException) -> bool:
+    if isinstance(err, _Corrupt):
+        return True
+    code = getattr(err, "sqlite_errorcode", None)
+    return isinstance(err, sqlite3.DatabaseError) and code is not None and (
+        code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB))
+
+
+def _row_to_info(row: tuple[Any, ...]) -> StoredProcessInfo:
+    (pid_id, pid, command, cwd, start, status, ports, ctime, pgid, log_file, restarts,
+     exit_code, owner, updated) = row
+    try:
+        port_list = json.loads(ports) if isinstance(ports, str) else ports
+    except json.JSONDecodeError:
+        raise fail("ports", "a JSON list of integers in 1..65535", ports) from None
+    if not isinstance(port_list, list):
+        raise fail("ports", "a JSON list of integers in 1..65535", ports)
+    return StoredProcessInfo(
+        id=pid_id, pid=pid, command=command, cwd=cwd, start_time=parse_time("start_time", start),
+        status=status, ports=tuple(port_list), create_time=ctime, pgid=pgid, log_file=log_file,
+        restarts=restarts, exit_code=exit_code, owner=owner,
+        updated_at=parse_time("updated_at", updated) if updated is not None else None)
+
+
+def _info_to_row(info: StoredProcessInfo) -> tuple[Any, ...]:
+    return (info.id, info.pid, info.command, info.cwd, format_time(info.start_time), info.status,
+            json.dumps(list(info.ports)), info.create_time, info.pgid, info.log_file,
+            info.restarts, info.exit_code, info.owner,
+            format_time(info.updated_at) if info.updated_at else None)
+
+
+class SQLiteStateStore(StateStore):
+    """The same store in an SQLite database (WAL mode): cheaper writes with many entries."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(os.path.realpath(os.fspath(path)))
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
+        self._conn_ino = 0
+        self._generation = 0  # bumped each time a connection is (re)opened
+        self._commits = 0
+        self._cache: tuple[Any, dict[str, StoredProcessInfo]] | None = None
+
+    # -- connection
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            deadline = time.monotonic() + BUSY_TIMEOUT
+            while True:  # switching to WAL can be refused at once, without the busy handler
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            conn.execute("PRAGMA synchronous = FULL")
+            self._migrate(conn)
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise _Corrupt(f"quick_check: {check}")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn_ino = os.stat(self.path).st_ino
+        self._generation += 1
+        self._cache = None
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StateStoreError(f"{self.path}: schema version {version} is newer than this "
+                                  f"procsync understands ({SCHEMA_VERSION})")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (thread lock held), reopened after a fork or a file swap."""
+        conn = self._conn
+        if conn is not None and self._conn_pid == os.getpid():
+            try:
+                if os.stat(self.path).st_ino == self._conn_ino:
+                    return conn
+            except FileNotFoundError:
+                pass
+            conn.close()
+        self._conn = None  # after a fork the parent's connection is left alone
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = self._open()
+            except (sqlite3.DatabaseError, _Corrupt) as err:
+                if not _is_corruption(err):
+                    raise
+                conn = self._recover(str(err))
+        except (sqlite3.Error, OSError) as err:
+            raise StateStoreError(f"cannot open state database {self.path}: {err}") from err
+        self._conn, self._conn_pid = conn, os.getpid()
+        return conn
+
+    def _recover(self, problem: str) -> sqlite3.Connection:
+        """Move a corrupted database aside (under the lock file) and start a fresh one."""
+        with exclusive_lock(self.lock_path):
+            try:
+                return self._open()  # another process may have replaced it already
+            except (sqlite3.DatabaseError, _Corrupt) as err:
+                if not _is_corruption(err):
+                    raise
+            aside = reserve_aside(self.path)
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            log.warning("state database %s is corrupted (%s); moved it aside to %s and started "
+                        "an empty one", self.path, problem, aside)
+            return self._open()
+
+    def _run(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `op` with the connection; a corruption found midway is recovered, then retried."""
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    return op(conn)
+                except sqlite3.Error as err:
+                    if attempt == 1 and _is_corruption(err):
+                        conn.close()  # the next _connection() moves the file aside
+                        self._conn = None
+                        continue
+                    raise StateStoreError(f"state database {self.path}: {err}") from err
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        changes = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        if conn.total_changes != changes:
+            self._commits += 1
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._conn_pid == os.getpid():
+                conn.close()
+
+    # -- bad rows
+
+    def _reject(self, conn: sqlite3.Connection, bad: list[tuple[tuple[Any, ...], str]]) -> None:
+        """Delete rows that fail validation, keeping a copy in `<db>.corrupt-<time>` (JSON)."""
+        aside = reserve_aside(self.path)
+        rows = [dict(zip(_COLUMNS.split(", "), row, strict=True)) | {"problem": problem}
+                for row, problem in bad]
+        aside.write_text(json.dumps(rows, indent=2, default=repr) + "\n")
+        conn.executemany("DELETE FROM processes WHERE id IS ?", [(row[0],) for row, _ in bad])
+        log.warning("state database %s had %d bad row(s) (%s); moved them aside to %s",
+                    self.path, len(bad), summary([p for _, p in bad]), aside)
+
+    @staticmethod
+    def _parse_row(row: tuple[Any, ...]) -> tuple[StoredProcessInfo | None, str | None]:
+        try:
+            return _row_to_info(row), None
+        except ValueError as err:
+            return None, f"row {show(row[0])}: {err}"
+
+    # -- reads
+
+    def _token(self, conn: sqlite3.Connection) -> Any:
+        return (self._generation, conn.execute("PRAGMA data_version").fetchone()[0],
+                self._commits)
+
+    def _entries(self) -> dict[str, StoredProcessInfo]:
+        def op(conn: sqlite3.Connection) -> dict[str, StoredProcessInfo]:
+            token = self._token(conn)
+            if self._cache is not None and self._cache[0] == token:
+                return self._cache[1]
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM processes ORDER BY rowid").fetchall()
+            entries, bad = {}, []
+            for row in rows:
+                info, problem = self._parse_row(row)
+                if info is None:
+                    bad.append((row, problem or "invalid"))
+                else:
+                    entries[info.id] = info
+            if bad:
+                with self._transaction(conn):
+                    self._reject(conn, bad)
+                token = self._token(conn)
+            self._cache = (token, entries)
+            return entries
+
+        return self._run(op)
+
+    def version(self) -> Any:
+        return self._run(self._token)
+
+    # -- writes
+
+    def update_process(self, id: str, fn: Updater) -> StoredProcessInfo | None:
+        check_id(id)
+
+        def op(conn: sqlite3.Connection) -> StoredProcessInfo | None:
+            with self._transaction(conn):
+                row = conn.execute(f"SELECT {_COLUMNS} FROM processes WHERE id = ?",
+                                   (id,)).fetchone()
+                old = None
+                if row is not None:
+                    old, problem = self._parse_row(row)
+                    if old is None:
+                        self._reject(conn, [(row, problem or "invalid")])
+                new = self._checked(id, old, fn(old))
+                if new is old:
+                    return old
+                if new is None:
+                    conn.execute("DELETE FROM processes WHERE id = ?", (id,))
+                else:
+                    conn.execute(f"INSERT OR REPLACE INTO processes ({_COLUMNS}) VALUES "
+                                 f"({', '.join('?' * 14)})", _info_to_row(new))
+                return new
+
+        return self._run(op)
+
+    def clear(self) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._transaction(conn):
+                conn.execute("DELETE FROM processes")
+
+        self._run(op)
+
+    def record_event(self, id: str, event: str, *, pid: int | None = None,
+                     exit_code: int | None = None, reason: str | None = None,
+                     log_tail: list[str] | None = None, at: datetime | None = None) -> HistoryEntry:
+        entry = new_event(id, event, pid, exit_code, reason, log_tail, at)
+
+        def op(conn: sqlite3.Connection) -> None:
+            with self._transaction(conn):
+                conn.execute(
+                    "INSERT INTO history (id, event, at, pid, exit_code, reason, log_tail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (entry.id, entry.event, format_time(entry.at), entry.pid, entry.exit_code,
+                     entry.reason, json.dumps(entry.log_tail)))
+                conn.execute(
+                    "DELETE FROM history WHERE id = ? AND seq <= (SELECT seq FROM history "
+                    "WHERE id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (id, id, HISTORY_PER_ID))
+
+        self._run(op)
+        return entry
+
+    def history(self, id: str, limit: int = 50) -> list[HistoryEntry]:
+        check_limit(limit)
+
+        def op(conn: sqlite3.Connection) -> list[HistoryEntry]:
+            return conn.execute(
+                "SELECT event, at, pid, exit_code, reason, log_tail FROM history "
+                "WHERE id = ? ORDER BY seq DESC LIMIT ?", (id, limit)).fetchall()
+
+        out = []
+        for event, at, pid, exit_code, reason, tail in self._run(op):
+            try:
+                out.append(HistoryEntry(id, event, parse_time("at", at), pid, exit_code, reason,
+                                        json.loads(tail) if isinstance(tail, str) else []))
+            except ValueError as err:
+                log.warning("state database %s: skipped a bad history row of %r: %s",
+                            self.path, id, err)
+        return out
+
+    def clear_history(self, id: str | None = None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._transaction(conn):
+                if id is None:
+                    conn.execute("DELETE FROM history")
+                else:
+                    conn.execute("DELETE FROM history WHERE id = ?", (id,))
+
+        self._run(op)
+
+
+__all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStateStore"]
