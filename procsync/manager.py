@@ -60,6 +60,16 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
     """Wait until none of `procs` is alive; never reaps (psutil's wait() would steal our children)."""
     deadline = time.monotonic() + timeout
@@ -70,6 +80,51 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
+
+
+def _boot_ticks() -> tuple[float, int]:
+    return psutil.boot_time(), os.sysconf("SC_CLK_TCK")
+
+
+_BOOT_TIME, _CLK_TCK = _boot_ticks()
+
+
+def _newer_processes(create_time: float) -> list[tuple[int, int, int]]:
+    """(pid, ppid, pgid) of every live process started no earlier than `create_time`.
+
+    Reads /proc/<pid>/stat directly: one small read per process, several
+    times cheaper than a psutil scan, which matters on the restart path.
+    A descendant can never be older than its ancestor, so older ones are skipped.
+    """
+    oldest = int((create_time - _BOOT_TIME) * _CLK_TCK) - 1
+    me = os.getpid()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        # fields[0] is the state, [1] the ppid, [2] the pgid, [19] the start time in clock ticks
+        if fields[0] in (b"Z", b"X") or int(fields[19]) < oldest:
+            continue
+        out.append((pid, int(fields[1]), int(fields[2])))
+    return out
+
+
+def _has_token(pid: int, token: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return False
+    return TOKEN_VAR.encode() + b"=" + token in env.split(b"\0")
 
 
 def default_log_dir() -> Path:
@@ -292,6 +347,7 @@ class ProcessManager:
         self._signal_all(entry, targets, stop_sig)
         entry.last_signal = stop_sig.name
         while time.monotonic() < deadline:
+            self._check_unwatched(entry)
             if entry.ended.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
                 targets = [p for p in self._tree(entry) if _alive(p)]
                 if not targets:
@@ -300,6 +356,7 @@ class ProcessManager:
         if not entry.ended.is_set() or any(_alive(p) for p in self._tree(entry)):
             self._sweep(entry, _signal.SIGKILL)
             entry.last_signal = "SIGKILL"
+        self._check_unwatched(entry)
         if not entry.ended.wait(5.0):
             log.warning("process %r (pid %s) did not end after SIGKILL", id, info.pid)
         entry.swept.wait(5.0)
@@ -320,6 +377,16 @@ class ProcessManager:
         with ThreadPoolExecutor(max_workers=min(64, len(ids)), thread_name_prefix="procsync-kill") as pool:
             return list(pool.map(self.kill, ids))
 
+    def _check_unwatched(self, entry: _Entry) -> None:
+        """After close() nobody watches adopted processes: notice their end here."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        if not entry.ended.is_set() and not self._still_alive(entry):
+            self._mark_ended(entry, entry.popen.returncode if entry.popen is not None else None)
+            entry.swept.set()
+            entry.reported.set()
+
     def _verify(self, entry: _Entry) -> bool:
         """True when the recorded pid is still the process we recorded."""
         if entry.popen is not None and entry.popen.returncode is None:
@@ -329,33 +396,39 @@ class ProcessManager:
         except psutil.Error:
             return False
 
-    def _tree(self, entry: _Entry) -> list[psutil.Process]:
+    def _tree(self, entry: _Entry, *, group: bool = True, tokens: bool = True) -> list[psutil.Process]:
         """The process, its descendants, its group members and every process carrying its token."""
         info = entry.info
-        found: dict[int, psutil.Process] = {}
+        own_group = group and info.pgid == info.pid
+        token = entry.token.encode() if tokens and entry.token else None
+        newer = _newer_processes(info.create_time)
+        wanted: set[int] = set()
         try:
-            leader = psutil.Process(info.pid)
-            if same_identity(info.create_time, leader.create_time()):
-                found[leader.pid] = leader
-                for child in leader.children(recursive=True):
-                    found[child.pid] = child
+            if same_identity(info.create_time, psutil.Process(info.pid).create_time()):
+                wanted.add(info.pid)
+                children: dict[int, list[int]] = {}
+                for pid, ppid, _ in newer:
+                    children.setdefault(ppid, []).append(pid)
+                todo = [info.pid]
+                while todo:  # descendants, through the parent links
+                    for kid in children.get(todo.pop(), ()):
+                        if kid not in wanted:
+                            wanted.add(kid)
+                            todo.append(kid)
         except psutil.Error:
             pass
-        own_group = info.pgid == info.pid
-        for proc in psutil.process_iter(["create_time"]):
-            if proc.pid in found or proc.pid == os.getpid():
-                continue
-            created = proc.info.get("create_time")
-            if created is None or created + CREATE_TIME_TOLERANCE < info.create_time:
-                continue  # older than our process: cannot be one of its descendants
+        for pid, _, pgid in newer:
+            if pid not in wanted and (
+                (own_group and pgid == info.pgid) or (token and _has_token(pid, token))
+            ):
+                wanted.add(pid)
+        found: list[psutil.Process] = []
+        for pid in wanted:
             try:
-                if own_group and os.getpgid(proc.pid) == info.pgid:
-                    found[proc.pid] = proc
-                elif entry.token and proc.environ().get(TOKEN_VAR) == entry.token:
-                    found[proc.pid] = proc
-            except (psutil.Error, ProcessLookupError, PermissionError):
+                found.append(psutil.Process(pid))
+            except psutil.Error:
                 continue
-        return list(found.values())
+        return found
 
     def _signal_all(self, entry: _Entry, targets: list[psutil.Process], sig: int) -> None:
         info = entry.info
@@ -569,27 +642,48 @@ class ProcessManager:
             return entry.info
 
     def _sweep_after_exit(self, entry: _Entry) -> None:
-        """After the leader ends, stop what it left behind: no stray grandchild keeps a port."""
+        """After the leader ends, stop what it left behind: no stray grandchild keeps a port.
+
+        The group is checked first with one killpg(0), the common case, and
+        `swept` is set as soon as the group is empty so that a restart need not
+        wait; processes that left the group but carry the spawn's token are
+        stopped next.
+        """
         try:
             if entry.stop_requested:
                 return  # kill() escalates itself
-            leftovers = [p for p in self._tree(entry) if _alive(p)]
-            if not leftovers:
-                return
-            config = entry.config
-            sig = _signal.Signals[config.stop_signal if config else "SIGTERM"]
-            log.info("process %r ended; stopping %d leftover process(es)", entry.info.id, len(leftovers))
-            for proc in leftovers:
-                try:
-                    proc.send_signal(sig)
-                except psutil.Error:
-                    pass
-            _wait_gone(leftovers, config.stop_timeout if config else 10.0)
-            self._sweep(entry, _signal.SIGKILL)
+            info = entry.info
+            group_left = info.pgid == info.pid and _group_exists(info.pgid)
+            if group_left:
+                self._stop_leftovers(entry, self._tree(entry, tokens=False))
+            entry.swept.set()
+            if entry.token:
+                self._stop_leftovers(entry, self._tree(entry, group=False))
         except Exception:
             log.exception("cleaning up after %r failed", entry.info.id)
         finally:
             entry.swept.set()
+
+    def _stop_leftovers(self, entry: _Entry, leftovers: list[psutil.Process]) -> None:
+        leftovers = [p for p in leftovers if _alive(p)]
+        if not leftovers:
+            return
+        config = entry.config
+        sig = _signal.Signals[config.stop_signal if config else "SIGTERM"]
+        log.info("process %r ended; stopping %d leftover process(es)", entry.info.id, len(leftovers))
+        for proc in leftovers:
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+        _wait_gone(leftovers, config.stop_timeout if config else 10.0)
+        for proc in leftovers:
+            if _alive(proc):
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+        _wait_gone(leftovers, 5.0)
 
     def _rotation_targets(self) -> list[tuple[str, int, int]]:
         with self._lock:

@@ -1,5 +1,529 @@
-"""Placeholder: ProcessMonitor lands with its own change."""
+"""ProcessMonitor: a daemon thread that checks every tracked process on a fixed interval.
+
+One tick looks at every process the manager tracks: is it alive (pid and
+create_time; a zombie or a reused pid is dead), do its ports accept a TCP
+connect, does its HealthCheck pass, and how much CPU and memory does its
+whole process tree use. Port and tcp probes share one selector and
+http/command checks run on a small pool, all at once, so a tick costs about
+one timeout however many ports hang. Results become `ProcessStatus`
+records; changes are announced with `status_change` and `process_died`,
+and every tick with `health_check`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+from . import signals
+from .config import HealthCheck, check_id
+from .errors import ConfigError
+from .health import DEFAULT_HOST, STOP_SLICE, probe_tcp, run_health_check
+from .records import ProcessInfo, ProcessStatus
+
+log = logging.getLogger(__name__)
+
+HEALTH_STATES = ("healthy", "unhealthy", "unresponsive", "dead", "unknown")
+CREATE_TIME_TOLERANCE = 0.005  # psutil create_time has clock-tick (10 ms) resolution
+POOL_SIZE = 16  # threads for http and command checks in one tick
+STOP_JOIN = 0.1  # seconds stop() waits for the thread
+MANAGER_GRACE = 0.1  # seconds a death may wait for the manager to record it
 
 
-class ProcessMonitor:  # pragma: no cover - replaced
-    pass
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name}: must be a number of seconds greater than 0, not {value!r}")
+    return float(value)
+
+
+def _ppid_map() -> dict[int, int]:
+    """{pid: ppid} for every process, read in one pass."""
+    fast = getattr(psutil, "_ppid_map", None)
+    if fast is not None:
+        try:
+            return dict(fast())
+        except Exception:  # a private helper: fall back to the public API
+            log.debug("psutil._ppid_map failed; using process_iter", exc_info=True)
+    found = {}
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info.get("ppid")
+        if ppid is not None:
+            found[proc.pid] = ppid
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    health: HealthCheck | None = None
+    start_timeout: float = 0.0
+
+
+@dataclass(slots=True)
+class _Look:
+    """What one tick learned about one process (private, mutable while the tick runs)."""
+
+    info: ProcessInfo
+    alive: bool = False
+    error: str | None = None  # an internal error: health "unknown"
+    cpu_percent: float = 0.0
+    memory_rss: int = 0
+    ports: dict[int, bool] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+class ProcessMonitor:
+    """Checks liveness, ports, health and resources of every process `manager` tracks.
+
+    `manager` needs `get_all_processes()` and `get_process(id)`; its
+    `process_exit` signal tells the monitor about exits it has already
+    reported, so `process_died` only announces deaths nobody else saw.
+    """
+
+    def __init__(
+        self,
+        manager: Any,
+        interval: float = 3.0,
+        port_timeout: float = 1.0,
+        unresponsive_after: int = 3,
+    ) -> None:
+        if not callable(getattr(manager, "get_all_processes", None)):
+            raise TypeError("manager: needs get_all_processes() and get_process(id)")
+        if (
+            isinstance(unresponsive_after, bool)
+            or not isinstance(unresponsive_after, int)
+            or unresponsive_after < 1
+        ):
+            raise ValueError(
+                f"unresponsive_after: must be a whole number of ticks >= 1, not {unresponsive_after!r}"
+            )
+        self._manager = manager
+        self.interval = _positive("interval", interval)
+        self.port_timeout = _positive("port_timeout", port_timeout)
+        self.unresponsive_after = unresponsive_after
+        self._lock = threading.Lock()
+        self._watches: dict[str, _Watch] = {}
+        self._ignored: set[str] = set()
+        self._statuses: dict[str, ProcessStatus] = {}
+        self._versions: dict[str, int] = {}  # id -> sequence number of the update that set it
+        self._seq = 0
+        self._reported: dict[str, int] = {}  # id -> pid whose exit the manager reported
+        self._procs: dict[int, psutil.Process] = {}  # kept between ticks: cpu_percent baselines
+        self._thread: threading.Thread | None = None
+        self._stop_event: threading.Event | None = None
+        signals.process_exit.connect(self._on_process_exit, sender=manager)
+
+    # ------------------------------------------------------------ config
+
+    def watch(self, id: str, *, health: HealthCheck | Mapping[str, Any] | None = None,
+              start_timeout: float = 0.0) -> None:
+        """Check `id` (again), with an optional HealthCheck and a start-up grace period.
+
+        Ports come from the manager's ProcessInfo. For `start_timeout`
+        seconds after the process started, failing checks make it
+        "unhealthy" but never "unresponsive".
+        """
+        check_id(id)
+        if isinstance(health, Mapping):
+            health = HealthCheck.from_dict(health, id)
+        elif health is not None and not isinstance(health, HealthCheck):
+            raise ConfigError(id, "health", f"must be a HealthCheck or a table, not {health!r}")
+        if (
+            isinstance(start_timeout, bool)
+            or not isinstance(start_timeout, int | float)
+            or start_timeout < 0
+        ):
+            raise ConfigError(id, "start_timeout", f"must be a number >= 0, not {start_timeout!r}")
+        with self._lock:
+            self._watches[id] = _Watch(health, float(start_timeout))
+            self._ignored.discard(id)
+
+    def unwatch(self, id: str) -> None:
+        """Stop checking `id` and forget its status, until `watch(id)` is called again."""
+        with self._lock:
+            self._watches.pop(id, None)
+            self._ignored.add(id)
+            self._statuses.pop(id, None)
+            self._versions.pop(id, None)
+
+    # ------------------------------------------------------------ reading
+
+    def get_status(self, id: str) -> ProcessStatus | None:
+        """The last status of `id`; "unknown" (or "dead") if the manager has it but no tick has yet."""
+        with self._lock:
+            status = self._statuses.get(id)
+            if status is not None or id in self._ignored:
+                return status
+        info = self._manager.get_process(id)
+        if info is None:
+            return None
+        running = info.status == "running"
+        return ProcessStatus(id=id, pid=info.pid, alive=running,
+                             health="unknown" if running else "dead")
+
+    def get_all_statuses(self) -> list[ProcessStatus]:
+        """The status of every process as of the last tick."""
+        with self._lock:
+            return list(self._statuses.values())
+
+    # ------------------------------------------------------------ thread
+
+    def start(self, interval: float | None = None) -> None:
+        """Start the daemon thread (a first tick at once, then every `interval` s). Idempotent."""
+        with self._lock:
+            if interval is not None:
+                self.interval = _positive("interval", interval)
+            if self._thread is not None:
+                return
+            stop = threading.Event()
+            self._stop_event = stop
+            self._thread = threading.Thread(
+                target=self._run, args=(stop,), name="procsync-monitor", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, mid-tick or mid-interval, within about 0.1 s. Safe to call twice."""
+        with self._lock:
+            stop, self._stop_event = self._stop_event, None
+            thread, self._thread = self._thread, None
+        if stop is not None:
+            stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=STOP_JOIN)
+
+    @property
+    def running(self) -> bool:
+        """True while the thread runs."""
+        with self._lock:
+            return self._thread is not None
+
+    def _run(self, stop: threading.Event) -> None:
+        next_at = time.monotonic()
+        while not stop.wait(max(0.0, next_at - time.monotonic())):
+            started = time.monotonic()
+            try:
+                self._tick(stop)
+            except Exception:
+                log.exception("monitor tick failed")
+            next_at = started + self.interval
+
+    def check_now(self) -> list[ProcessStatus]:
+        """Run one tick in the caller's thread (it counts as a tick) and return the statuses."""
+        return self._tick(None)
+
+    # ------------------------------------------------------------ a tick
+
+    def _tick(self, stop: threading.Event | None) -> list[ProcessStatus]:
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            watches = dict(self._watches)
+            ignored = set(self._ignored)
+        looks = {
+            info.id: _Look(info)
+            for info in self._manager.get_all_processes()
+            if info.id not in ignored
+        }
+        self._look_at_processes(looks, stop)
+        if stop is not None and stop.is_set():
+            return []
+        self._probe(looks, watches, stop)
+        if stop is not None and stop.is_set():
+            return []
+        self._await_exit_reports(looks, stop)
+        statuses, changes, deaths = self._apply(seq, looks, watches)
+        for previous, status in changes:
+            signals.send(signals.status_change, self, id=status.id, pid=status.pid,
+                         previous=previous, current=status.health, status=status)
+        for status, exit_code in deaths:
+            signals.send(signals.process_died, self, id=status.id, pid=status.pid,
+                         exit_code=exit_code)
+        signals.send(signals.health_check, self, statuses=statuses)
+        return statuses
+
+    def _look_at_processes(self, looks: dict[str, _Look], stop: threading.Event | None) -> None:
+        """Liveness (pid + create_time, zombies dead) and resources of each process tree."""
+        roots: list[tuple[_Look, psutil.Process]] = []
+        for look in looks.values():
+            if stop is not None and stop.is_set():
+                return
+            info = look.info
+            if info.status != "running":
+                continue  # the manager saw it end
+            try:
+                proc = self._live_process(info)
+            except Exception as err:
+                look.error = f"liveness check failed: {type(err).__name__}: {err}"
+                continue
+            if proc is not None:
+                look.alive = True
+                roots.append((look, proc))
+        kept: dict[int, psutil.Process] = {}
+        if roots:
+            try:
+                children: dict[int, list[int]] = defaultdict(list)
+                for pid, ppid in _ppid_map().items():
+                    if pid != ppid:
+                        children[ppid].append(pid)
+            except Exception as err:
+                log.warning("cannot list processes for resource use: %s", err)
+                children = defaultdict(list)
+            for look, proc in roots:
+                try:
+                    self._measure(look, proc, children, kept)
+                except Exception as err:
+                    look.error = f"resource check failed: {type(err).__name__}: {err}"
+        self._procs = kept
+
+    def _live_process(self, info: ProcessInfo) -> psutil.Process | None:
+        """The psutil.Process for `info` if it still runs as that same process, else None."""
+        try:
+            fresh = psutil.Process(info.pid)
+            created = fresh.create_time()
+        except psutil.NoSuchProcess:
+            return None
+        if info.create_time is not None and abs(created - info.create_time) >= CREATE_TIME_TOLERANCE:
+            return None  # the pid now belongs to another process
+        cached = self._procs.get(info.pid)
+        if cached is not None and abs(cached.create_time() - created) < CREATE_TIME_TOLERANCE:
+            fresh = cached
+        try:
+            if fresh.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:
+            return None
+        return fresh
+
+    def _measure(self, look: _Look, root: psutil.Process, children: dict[int, list[int]],
+                 kept: dict[int, psutil.Process]) -> None:
+        """Sum cpu_percent and rss over `root` and all its descendants."""
+        cpu, rss = 0.0, 0
+        todo = [root.pid]
+        seen: set[int] = set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            todo.extend(children.get(pid, ()))
+            try:
+                if pid == root.pid:
+                    proc = root
+                else:
+                    proc = kept.get(pid) or self._procs.get(pid) or psutil.Process(pid)
+                with proc.oneshot():
+                    cpu += max(0.0, proc.cpu_percent(None))
+                    rss += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                if pid == root.pid:
+                    look.alive = False
+                    return
+                continue
+            except psutil.AccessDenied:
+                continue
+            kept[pid] = proc
+        look.cpu_percent = round(cpu, 1)
+        look.memory_rss = rss
+
+    def _probe(self, looks: dict[str, _Look], watches: dict[str, _Watch],
+               stop: threading.Event | None) -> None:
+        """Ports and health checks of every live process, all at once."""
+        targets: list[tuple[str, int, float]] = []
+        owners: list[tuple[_Look, str, int]] = []
+        checks: list[tuple[_Look, HealthCheck]] = []
+        for look in looks.values():
+            if not look.alive or look.error:
+                continue
+            for port in look.info.ports:
+                targets.append((DEFAULT_HOST, port, self.port_timeout))
+                owners.append((look, "port", port))
+            check = watches.get(look.info.id, _Watch()).health
+            if check is None:
+                continue
+            if check.tcp is not None:
+                targets.append((DEFAULT_HOST, check.tcp, check.timeout))
+                owners.append((look, "tcp", check.tcp))
+            else:
+                checks.append((look, check))
+        pool = None
+        futures: dict[concurrent.futures.Future[tuple[bool, str | None]], tuple[_Look, HealthCheck]] = {}
+        if checks:
+            pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=min(POOL_SIZE, len(checks)), thread_name_prefix="procsync-check"
+            )
+            futures = {pool.submit(run_health_check, check): (look, check) for look, check in checks}
+        try:
+            should_stop = stop.is_set if stop is not None else None
+            results = probe_tcp(targets, should_stop) if targets else []
+            for (look, kind, port), reason in zip(owners, results, strict=True):
+                if kind == "port":
+                    look.ports[port] = reason is None
+                    uses_ports = watches.get(look.info.id, _Watch()).health is None
+                    if reason is not None and uses_ports:
+                        look.failures.append(f"port {port}: {reason}")
+                elif reason is not None:
+                    look.failures.append(f"tcp port {port}: {reason}")
+            if futures:
+                self._collect(futures, checks, stop)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _collect(self, futures: dict[concurrent.futures.Future[tuple[bool, str | None]],
+                                     tuple[_Look, HealthCheck]],
+                 checks: list[tuple[_Look, HealthCheck]], stop: threading.Event | None) -> None:
+        """Wait for http/command checks (each bounded by its own timeout), abortable by `stop`."""
+        longest = max(check.timeout for _look, check in checks)
+        rounds = -(-len(checks) // POOL_SIZE)
+        deadline = time.monotonic() + 2 * longest * rounds + 1.0
+        pending = set(futures)
+        while pending:
+            if stop is not None and stop.is_set():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            _done, pending = concurrent.futures.wait(pending, timeout=min(left, STOP_SLICE))
+        for future, (look, check) in futures.items():
+            if future in pending:
+                look.failures.append(f"health check did not finish within {check.timeout:g}s")
+                continue
+            try:
+                ok, reason = future.result()
+            except Exception as err:
+                log.warning("health check of %r raised", look.info.id, exc_info=True)
+                look.error = f"health check failed: {type(err).__name__}: {err}"
+                continue
+            if not ok:
+                look.failures.append(reason or "health check failed")
+
+    def _await_exit_reports(self, looks: dict[str, _Look], stop: threading.Event | None) -> None:
+        """Give the manager a moment to report a death this tick found first.
+
+        The manager sees exits within milliseconds and reports them with
+        `process_exit`; a death it reports is not ours to report again. Only
+        processes the last tick saw alive are waited for, at most
+        MANAGER_GRACE seconds per tick.
+        """
+        with self._lock:
+            waiting = [
+                look for look in looks.values()
+                if not look.alive and look.error is None
+                and (previous := self._statuses.get(look.info.id)) is not None
+                and previous.alive and previous.pid == look.info.pid
+            ]
+        deadline = time.monotonic() + MANAGER_GRACE
+        while waiting:
+            with self._lock:
+                waiting = [look for look in waiting
+                           if self._reported.get(look.info.id) != look.info.pid]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            if stop is not None:
+                if stop.wait(0.01):
+                    return
+            else:
+                time.sleep(0.01)
+        for look in waiting:  # ours to report: take the exit code if the manager has one
+            latest = self._manager.get_process(look.info.id)
+            if latest is not None and latest.pid == look.info.pid:
+                look.info = latest
+
+    def _apply(
+        self, seq: int, looks: dict[str, _Look], watches: dict[str, _Watch]
+    ) -> tuple[list[ProcessStatus], list[tuple[str, ProcessStatus]], list[tuple[ProcessStatus, int | None]]]:
+        """Turn the tick's looks into statuses under the lock; collect what changed."""
+        now = datetime.now(UTC)
+        wall = time.time()
+        changes: list[tuple[str, ProcessStatus]] = []
+        deaths: list[tuple[ProcessStatus, int | None]] = []
+        with self._lock:
+            fresh: dict[str, ProcessStatus] = {}
+            for id, look in looks.items():
+                if id in self._ignored:
+                    continue
+                previous = self._statuses.get(id)
+                if self._versions.get(id, 0) > seq and previous is not None:
+                    fresh[id] = previous  # a newer update (a later tick, an exit) wins
+                    continue
+                status = self._status(look, previous, watches.get(id, _Watch()), now, wall)
+                fresh[id] = status
+                self._versions[id] = seq
+                before = previous.health if previous is not None else "unknown"
+                if status.health != before:
+                    changes.append((before, status))
+                if (
+                    previous is not None
+                    and previous.alive
+                    and previous.pid == status.pid
+                    and not status.alive
+                    and status.health == "dead"
+                    and self._reported.get(id) != status.pid
+                ):
+                    deaths.append((status, look.info.exit_code))
+            for id in list(self._statuses):
+                if id not in fresh and self._versions.get(id, 0) <= seq:
+                    self._versions.pop(id, None)
+                elif id not in fresh:
+                    fresh[id] = self._statuses[id]
+            self._statuses = fresh
+            for id in [i for i in self._reported if i not in looks]:
+                del self._reported[id]
+            return list(fresh.values()), changes, deaths
+
+    def _status(self, look: _Look, previous: ProcessStatus | None, watch: _Watch,
+                now: datetime, wall: float) -> ProcessStatus:
+        info = look.info
+        failures_before = 0
+        if previous is not None and previous.pid == info.pid:
+            failures_before = previous.consecutive_failures
+        if look.error is not None:
+            # liveness unreadable: keep what the last tick knew about this pid
+            alive = look.alive or (previous is not None and previous.pid == info.pid
+                                   and previous.alive)
+            return ProcessStatus(info.id, info.pid, alive, "unknown", look.ports,
+                                 failures_before, now, look.cpu_percent, look.memory_rss,
+                                 look.error)
+        if not look.alive:
+            return ProcessStatus(info.id, info.pid, False, "dead", last_check=now)
+        if not look.failures:
+            return ProcessStatus(info.id, info.pid, True, "healthy", look.ports, 0, now,
+                                 look.cpu_percent, look.memory_rss)
+        failures = failures_before + 1
+        starting = info.create_time is not None and wall - info.create_time < watch.start_timeout
+        health = "unresponsive" if failures >= self.unresponsive_after and not starting else "unhealthy"
+        return ProcessStatus(info.id, info.pid, True, health, look.ports, failures, now,
+                             look.cpu_percent, look.memory_rss, "; ".join(look.failures))
+
+    # ------------------------------------------------------------ manager events
+
+    def _on_process_exit(self, sender: Any, *, id: str, pid: int, **extra: Any) -> None:
+        """The manager saw `id` end: mark it dead now (it reports the exit itself)."""
+        with self._lock:
+            self._reported[id] = pid
+            previous = self._statuses.get(id)
+            if previous is None or previous.pid != pid or not previous.alive:
+                return
+            self._seq += 1
+            status = dataclasses.replace(
+                previous, alive=False, health="dead", ports={}, consecutive_failures=0,
+                cpu_percent=0.0, memory_rss=0, error=None, last_check=datetime.now(UTC),
+            )
+            self._statuses[id] = status
+            self._versions[id] = self._seq
+        if previous.health != "dead":
+            signals.send(signals.status_change, self, id=id, pid=pid,
+                         previous=previous.health, current="dead", status=status)
+
+
+__all__ = ["HEALTH_STATES", "ProcessMonitor"]

@@ -443,3 +443,18 @@ def test_spawn_is_usable_from_plain_scripts_without_threads_left_blocking(tmp_pa
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
+
+
+def test_kill_after_close_still_stops_an_adopted_process(tmp_path):
+    pid, create_time = start_detached("import time; time.sleep(60)")
+    mgr = ProcessManager(log_dir=tmp_path)
+    try:
+        mgr.adopt("late", pid, create_time)
+        mgr.close()
+        started = time.monotonic()
+        result = mgr.kill("late", timeout=5)
+        assert result.success and result.signal == "SIGTERM"
+        assert time.monotonic() - started < 4, "kill after close waited for a watcher that is gone"
+        assert is_gone(pid)
+    finally:
+        kill_group(pid)
