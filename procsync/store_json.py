@@ -10,6 +10,7 @@ the valid entries are kept. See docs/state-file.md.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import json
@@ -383,7 +384,10 @@ class ProcessStateStore(StateStore):
         entry = new_event(id, event, pid, exit_code, reason, log_tail, at)
         with self._locked():
             history = dict(self._fresh(self._history))
-            history[id] = [*history.get(id, []), entry][-HISTORY_PER_ID:]
+            items = list(history.get(id, []))
+            # in time order, even when a writer records an earlier moment a little late
+            bisect.insort(items, entry, key=lambda e: e.at)
+            history[id] = items[-HISTORY_PER_ID:]
             self._commit(self._history, history)
         return entry
 

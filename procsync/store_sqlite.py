@@ -356,6 +356,7 @@ class SQLiteStateStore(StateStore):
             except ValueError as err:
                 log.warning("state database %s: skipped a bad history row of %r: %s",
                             self.path, id, err)
+        out.sort(key=lambda e: e.at, reverse=True)  # time order, even for an earlier moment recorded late
         return out
 
     def clear_history(self, id: str | None = None) -> None:

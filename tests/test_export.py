@@ -17,7 +17,7 @@ from helpers import is_gone, wait_until
 from procsync.configfile import load_config
 
 PROCSYNC = [sys.executable, "-m", "procsync"]
-SUPERVISORD = Path("/work/benchvenv/bin/supervisord")
+SUPERVISORD = Path(sys.executable).with_name("supervisord")  # from the test extra
 
 
 @pytest.fixture
