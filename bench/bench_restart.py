@@ -1,4 +1,4 @@
-"""Crash-to-restart latency: procsync against supervisord and circus, in one run.
+"""Crash-to-restart latency: procsync against supervisord, circus and PM2, in one run.
 
 The same child runs under each: a shell script that writes its pid into a
 FIFO the bench holds open, then execs `sleep`. Each round kills the child
@@ -10,7 +10,9 @@ first, immediate restart.
 
 supervisord and circus are taken from $BENCH_VENV/bin (default
 /work/benchvenv/bin; create one with `python -m venv V && V/bin/pip install
-supervisor circus`); a tool that is missing is skipped.
+supervisor circus`), PM2 from $PM2_BIN (default
+/work/pm2/node_modules/.bin/pm2; `npm install pm2` in /work/pm2); a tool
+that is missing is skipped.
 
 Run: python bench/bench_restart.py [--kills 20]
 """
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 BENCH_VENV = Path(os.environ.get("BENCH_VENV", "/work/benchvenv"))
+PM2 = Path(os.environ.get("PM2_BIN", "/work/pm2/node_modules/.bin/pm2"))
 SETTLE = 1.5  # seconds between kills: past supervisord's startsecs=1 and our stable_after
 
 
@@ -134,6 +137,18 @@ def bench_circus(work: Path, script: Path, fifo: Fifo, kills: int) -> list[float
     return measure(fifo, kills, start, lambda: _terminate(proc))
 
 
+def bench_pm2(work: Path, script: Path, fifo: Fifo, kills: int) -> list[float]:
+    env = dict(os.environ, PM2_HOME=str(work / "pm2"))
+
+    def pm2(*args: str) -> None:
+        subprocess.run([str(PM2), *args], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    return measure(fifo, kills,
+                   lambda: pm2("start", str(script), "--name", "child", "--interpreter", "/bin/sh"),
+                   lambda: pm2("kill"))
+
+
 def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         p.terminate()
@@ -152,12 +167,15 @@ def main() -> None:
         ("procsync", bench_procsync, "autorestart=always"),
         ("supervisord", bench_supervisord, "autorestart=true"),
         ("circus", bench_circus, "defaults"),
+        ("pm2", bench_pm2, "defaults"),
     ]
     results: dict[str, list[float]] = {}
     notes: dict[str, str] = {}
     for name, runner, note in runners:
-        if name != "procsync" and not (BENCH_VENV / "bin" / ("supervisord" if name == "supervisord" else "circusd")).exists():
-            print(f"skipping {name}: not installed in {BENCH_VENV}", file=sys.stderr)
+        tool = {"supervisord": BENCH_VENV / "bin" / "supervisord",
+                "circus": BENCH_VENV / "bin" / "circusd", "pm2": PM2}.get(name)
+        if tool is not None and not tool.exists():
+            print(f"skipping {name}: {tool} is not installed", file=sys.stderr)
             continue
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)

@@ -78,7 +78,7 @@ def send(sig: Signal, sender: Any, /, **payload: Any) -> None:
         try:
             receiver(sender, **payload)
         except Exception:
-            log.exception("receiver %r of signal %r raised", receiver, sig.name)
+            log.exception("receiver %r of signal %r raised", receiver, getattr(sig, "name", sig))
 
 
 __all__ = ["ALL", "get", "send", *ALL]
