@@ -48,7 +48,7 @@ def _is_loopback(host: str) -> bool:
 
 def build_app(orchestrator: Any, loaded: LoadedConfig, reload: Any, host: str = "127.0.0.1") -> Any:
     """A Flask app with the ProcSync extension, `/` redirecting to the dashboard, and reload."""
-    from flask import Flask, redirect, request
+    from flask import Flask, redirect
 
     from .flask_ext import ProcSync
 
@@ -68,34 +68,7 @@ def build_app(orchestrator: Any, loaded: LoadedConfig, reload: Any, host: str = 
     prefix = settings.url_prefix
     if prefix:
         app.add_url_rule("/", "procsync_root", lambda: redirect(prefix + "/"))
-    reload_rule = f"{prefix}/api/reload"
-    if not any(rule.rule == reload_rule for rule in app.url_map.iter_rules()):
-        # The extension has no reload route yet: serve one here, guarded like the API.
-        from .flask_ext.guard import ApiError, check_access, error_response
-        from .flask_ext.guard import settings as api_settings
-
-        def reload_view() -> Any:
-            try:
-                check_access(request, api_settings({}), "control")
-            except ApiError as err:
-                return err.response()
-            return reload_response(reload, error_response)
-
-        app.add_url_rule(reload_rule, "procsync_reload", reload_view, methods=["POST"])
     return app
-
-
-def reload_response(reload: Any, error_response: Any) -> Any:
-    """POST <prefix>/api/reload: {"changes": {id: added|removed|changed|unchanged}}."""
-    from flask import jsonify
-
-    from .errors import ConfigError
-
-    try:
-        changes = reload()
-    except ConfigError as err:
-        return error_response(400, "bad_config", str(err))
-    return jsonify({"changes": changes})
 
 
 def run_serve(loaded: LoadedConfig, *, host: str | None = None, port: int | None = None,
