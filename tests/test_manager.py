@@ -458,3 +458,22 @@ def test_kill_after_close_still_stops_an_adopted_process(tmp_path):
         assert is_gone(pid)
     finally:
         kill_group(pid)
+
+
+def test_exits_are_still_seen_without_pidfd(tmp_path, monkeypatch):
+    def no_pidfd(pid, flags=0):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    mgr = ProcessManager(log_dir=tmp_path)
+    rec = Recorder(signals.process_exit, mgr)
+    try:
+        info = mgr.spawn(SpawnConfig(id="polled", command=SLEEP))
+        os.kill(info.pid, signal.SIGKILL)
+        event = wait_until(lambda: rec.for_id("polled"), what="exit seen by polling")[0]
+        assert event["exit_code"] == -signal.SIGKILL
+        assert not psutil.pid_exists(info.pid) or is_gone(info.pid)
+    finally:
+        rec.close()
+        mgr.kill_all()
+        mgr.close()
