@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import kill_marked_after_grace
 
+from procsync import ServerOrchestrator
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_processes(request):
@@ -22,3 +24,11 @@ def tmp_logs(tmp_path):
     return path
 
 
+@pytest.fixture
+def orch(tmp_path):
+    """An orchestrator on a fresh state file, with a fast monitor; stops its servers after."""
+    o = ServerOrchestrator(tmp_path / "state.json", interval=0.2, log_dir=tmp_path / "logs")
+    try:
+        yield o
+    finally:
+        o.shutdown(stop_servers=True)

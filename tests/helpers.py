@@ -19,6 +19,8 @@ from typing import TypeVar
 
 import psutil
 
+from procsync.health import port_open
+
 T = TypeVar("T")
 
 RUN_MARKER = "PROCSYNC_TEST_RUN"
@@ -122,7 +124,46 @@ def ignore_term_code(ready_file: str) -> str:
     )
 
 
+HTTP_SERVER = """
+import http.server, sys
+ROUTES = {"/": 200, "/created": 201, "/bad": 500, "/missing": 404}
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "/bad")
+        else:
+            self.send_response(ROUTES.get(self.path, 404))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def fill_backlog(server: socket.socket) -> list[socket.socket]:
+    """Fill a listen(0) socket's accept queue so that further SYNs are dropped.
+
+    Returns the connected clients, which must stay open (and unaccepted).
+    """
+    port = server.getsockname()[1]
+    clients: list[socket.socket] = []
+    for _ in range(16):
+        if clients and not port_open(port, timeout=0.2):
+            return clients
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        clients.append(client)
+    for client in clients:
+        client.close()
+    raise AssertionError("the accept queue never filled up")
+
+
 __all__ = [
+    "HTTP_SERVER",
+    "fill_backlog",
     "kill_marked_after_grace",
     "marked_processes",
     "PY",

@@ -8,27 +8,10 @@ import socket
 import subprocess
 
 import pytest
-from helpers import PY, free_port, is_gone, python_cmd, wait_until
+from helpers import HTTP_SERVER, PY, fill_backlog, free_port, is_gone, python_cmd, wait_until
 
 from procsync import health
 from procsync.config import HealthCheck
-
-HTTP_SERVER = """
-import http.server, sys
-ROUTES = {"/": 200, "/created": 201, "/bad": 500, "/missing": 404}
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/redirect":
-            self.send_response(302)
-            self.send_header("Location", "/bad")
-        else:
-            self.send_response(ROUTES.get(self.path, 404))
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
 
 
 @pytest.fixture
@@ -57,25 +40,6 @@ def listener():
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield sock.getsockname()[1]
-
-
-def fill_backlog(server: socket.socket) -> list[socket.socket]:
-    """Fill a listen(0) socket's accept queue so that further SYNs are dropped.
-
-    Returns the connected clients, which must stay open (and unaccepted).
-    """
-    port = server.getsockname()[1]
-    clients: list[socket.socket] = []
-    for _ in range(16):
-        if clients and not health.port_open(port, timeout=0.2):
-            return clients
-        client = socket.socket()
-        client.setblocking(False)
-        client.connect_ex(("127.0.0.1", port))
-        clients.append(client)
-    for client in clients:
-        client.close()
-    raise AssertionError("the accept queue never filled up")
 
 
 @pytest.fixture

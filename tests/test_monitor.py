@@ -17,8 +17,16 @@ from datetime import UTC, datetime
 
 import psutil
 import pytest
-from helpers import PY, free_port, is_gone, listener_code, python_cmd, wait_until
-from test_health import HTTP_SERVER, fill_backlog
+from helpers import (
+    HTTP_SERVER,
+    PY,
+    fill_backlog,
+    free_port,
+    is_gone,
+    listener_code,
+    python_cmd,
+    wait_until,
+)
 
 from procsync import ConfigError, ProcessManager, ProcessMonitor, SpawnConfig, signals
 from procsync import monitor as monitor_module

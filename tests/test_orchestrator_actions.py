@@ -11,18 +11,8 @@ import psutil
 import pytest
 from helpers import PY, free_port, is_gone, listener_code, python_cmd, wait_until
 
-from procsync import ServerOrchestrator
 from procsync.health import port_open
 from procsync.ports import listening_ports
-
-
-@pytest.fixture
-def orch(tmp_path):
-    o = ServerOrchestrator(tmp_path / "state.json", interval=0.2, log_dir=tmp_path / "logs")
-    try:
-        yield o
-    finally:
-        o.shutdown(stop_servers=True)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from helpers import free_port, listener_code, python_cmd, wait_until
 
-from procsync import ConfigError, ServerConfig, ServerOrchestrator
+from procsync import ConfigError, ServerConfig
 from procsync.ports import describe_pid, listening_ports, port_holder, port_holders
 from procsync.restart import (
     FATAL,
@@ -138,15 +138,6 @@ def test_port_holder_names_pid_and_process_name(listener):
 
 
 # ----------------------------------------------------------------- registry
-
-
-@pytest.fixture
-def orch(tmp_path):
-    o = ServerOrchestrator(tmp_path / "state.json", interval=0.2, log_dir=tmp_path / "logs")
-    try:
-        yield o
-    finally:
-        o.shutdown(stop_servers=True)
 
 
 def test_register_accepts_config_and_dict_in_order(orch):

@@ -5,22 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from helpers import free_port, is_gone, listener_code, python_cmd, wait_until
 
 from procsync import ServerOrchestrator
 from procsync.ports import listening_ports
 
 CRASH = python_cmd("import sys; print('about to crash', flush=True); sys.exit(3)")
-
-
-@pytest.fixture
-def orch(tmp_path):
-    o = ServerOrchestrator(tmp_path / "state.json", interval=0.2, log_dir=tmp_path / "logs")
-    try:
-        yield o
-    finally:
-        o.shutdown(stop_servers=True)
 
 
 class Recorder:
