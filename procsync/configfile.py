@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +123,8 @@ def read_text(path: str | os.PathLike[str]) -> str:
 def load_toml(path: str | os.PathLike[str]) -> LoadedConfig:
     """Read a procsync.toml; ConfigFileError naming file, line, table and key if invalid."""
     text = read_text(path)
+    import tomllib  # only when a file is read
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -9,7 +9,6 @@ timeout however many of them hang; a refused port answers at once.
 from __future__ import annotations
 
 import errno
-import http.client
 import ipaddress
 import os
 import resource
@@ -17,7 +16,6 @@ import selectors
 import shlex
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
@@ -208,8 +206,12 @@ def check_http(
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    import http.client  # here, not at import: http.client and ssl cost ~5 MiB of every host
+
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
+        import ssl
+
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
