@@ -6,6 +6,7 @@ from .config import HealthCheck, ServerConfig, SpawnConfig
 from .errors import (
     ConfigError,
     DuplicateProcessError,
+    ForkedOrchestratorError,
     IdentityMismatch,
     ProcessNotFound,
     ProcSyncError,
@@ -31,6 +32,7 @@ __all__ = [
     "ActionResult",
     "ConfigError",
     "DuplicateProcessError",
+    "ForkedOrchestratorError",
     "HealthCheck",
     "HistoryEntry",
     "IdentityMismatch",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class ProcSyncError(Exception):
     """Base of everything procsync raises."""
@@ -61,9 +63,24 @@ class StateStoreError(ProcSyncError):
     """The state store cannot be read or written at all (not bad content: that is moved aside)."""
 
 
+class ForkedOrchestratorError(ProcSyncError, RuntimeError):
+    """A ServerOrchestrator that had started was used in a process forked from its own."""
+
+    def __init__(self, parent_pid: int) -> None:
+        super().__init__(
+            f"this ServerOrchestrator was started in process {parent_pid} and this process "
+            f"({os.getpid()}) is a fork of it: its threads and locks did not survive the fork. "
+            "Create (or at least initialize) the orchestrator after the fork: with gunicorn, "
+            "run without --preload or create it in a post_fork / post_worker_init hook; "
+            "with other pre-forking servers, in the worker's start-up hook."
+        )
+        self.parent_pid = parent_pid
+
+
 __all__ = [
     "ConfigError",
     "DuplicateProcessError",
+    "ForkedOrchestratorError",
     "IdentityMismatch",
     "ProcSyncError",
     "ProcessNotFound",

@@ -6,7 +6,9 @@ is copy-then-truncate: the file's content is copied to ``<log>.1`` (older
 copies shift up to ``.N``), any bytes written during the copy are copied
 too, and the file is truncated in place. The child's O_APPEND descriptor
 then writes at the new end, so it never notices; only bytes written in the
-microseconds between the last copy and the truncate could be lost.
+microseconds between the last copy and the truncate could be lost. A write
+that is in flight during the truncate lands past the new end, behind a hole
+of NUL bytes (its start is in the copy); readers drop the NULs.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def _tail_one(path: Path, lines: int) -> list[str]:
             pos -= step
             f.seek(pos)
             data = f.read(step) + data
-    text = data.decode("utf-8", errors="replace")
+    # a write in flight during a rotation can leave a hole of NUL bytes: not text
+    text = data.replace(b"\0", b"").decode("utf-8", errors="replace")
     out = text.splitlines()
     return out[-lines:]
 

@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 from blinker import Signal
 
-from . import signals
+from . import forks, signals
 from .config import HealthCheck, ServerConfig, as_server_config, command_text
 from .errors import (
     ConfigError,
@@ -41,6 +41,7 @@ from .errors import (
     SpawnError,
 )
 from .health import port_open, run_health_check
+from .leader import InstanceId, LeaderLock, leader_path, owner_alive
 from .logs import tail_lines
 from .manager import ProcessManager
 from .monitor import ProcessMonitor
@@ -57,7 +58,8 @@ from .ports import (
 )
 from .records import ActionResult, KillResult, ProcessInfo, ServerStatus
 from .restart import FATAL, RESTART, RestartDecision, decide, describe_exit, exit_event
-from .store import StoredProcessInfo, open_store
+from .store import ProcessStateStore, SQLiteStateStore, StoredProcessInfo, open_store
+from .sync import InstanceSync, process_alive, taken_message
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ class _Server:
     ended: dict[int, int | None] = dataclasses.field(default_factory=dict)  # generation -> exit code
     timer: threading.Timer | None = None  # pending automatic restart
     stable_timer: threading.Timer | None = None
+    owner: str | None = None  # the instance (InstanceId.token) whose process this is
 
     def cancel_timers(self) -> None:
         for timer in (self.timer, self.stable_timer):
@@ -128,7 +131,10 @@ class ServerOrchestrator:
         store: Any = None,
         port_timeout: float = 1.0,
         unresponsive_after: int = 3,
+        instance_name: str | None = None,
     ) -> None:
+        self.instance = InstanceId.current(instance_name)
+        self._named = instance_name is not None
         self.store = store if store is not None else open_store(state_path)
         self.manager = ProcessManager(log_dir)
         self.monitor = ProcessMonitor(
@@ -146,9 +152,78 @@ class ServerOrchestrator:
         self._workers: set[threading.Thread] = set()
         self._subscriptions: list[tuple[Signal, Callable[..., Any]]] = []
         self._webhooks: Any = None  # a procsync.webhooks.WebhookDispatcher, made by add_webhook()
-        self._owner = f"pid {os.getpid()}"
+        self._owner = self.instance.token  # the store's `owner` of our records
+        self.leader = LeaderLock(leader_path(getattr(self.store, "path", state_path)))
+        self._sync = InstanceSync(self)
+        self._forked_from: int | None = None
         signals.process_exit.connect(self._on_process_exit, sender=self.manager, weak=False)
         signals.status_change.connect(self._on_status_change, sender=self.monitor, weak=False)
+        forks.track(self)
+
+    # ------------------------------------------------------------ instances
+
+    @property
+    def instance_name(self) -> str:
+        """This instance's name (``instance_name=`` or ``<host>:<pid>``)."""
+        return self.instance.name
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this instance holds the leader lock beside the state file."""
+        return self.leader.is_leader
+
+    def instance_info(self) -> dict[str, Any]:
+        """This instance for the API: its name, whether it leads, and the leader's name."""
+        leading = self.leader.is_leader
+        return {"name": self.instance.name, "pid": self.instance.pid, "is_leader": leading,
+                "leader": self.instance.name if leading else self.leader.holder()}
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (see procsync.forks): rebuild if nothing had started, else refuse."""
+        parent = self.instance.pid
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._closing = threading.Event()
+        self._workers = set()
+        self.leader.forget_after_fork()
+        self._sync.forget_after_fork()
+        manager = self.manager  # read without its lock: a thread may have held it at the fork
+        started = (self._initialized or self._webhooks is not None
+                   or bool(getattr(manager, "_entries", None))
+                   or getattr(manager, "_thread", None) is not None)
+        if started or self._closed:
+            self._forked_from = parent
+            return
+        self.instance = InstanceId.current(self.instance.name if self._named else None)
+        self._owner = self.instance.token
+        old_manager, old_monitor = self.manager, self.monitor
+        signals.process_exit.disconnect(self._on_process_exit, sender=old_manager)
+        signals.status_change.disconnect(self._on_status_change, sender=old_monitor)
+        self.manager = ProcessManager(old_manager.log_dir)
+        self.monitor = ProcessMonitor(
+            self.manager, interval=old_monitor.interval, port_timeout=old_monitor.port_timeout,
+            unresponsive_after=old_monitor.unresponsive_after,
+        )
+        signals.process_exit.connect(self._on_process_exit, sender=self.manager, weak=False)
+        signals.status_change.connect(self._on_status_change, sender=self.monitor, weak=False)
+        for signal, receiver in self._subscriptions:
+            for old, new in ((old_manager, self.manager), (old_monitor, self.monitor)):
+                signal.disconnect(receiver, sender=old)
+                signal.connect(receiver, sender=new, weak=False)
+        if isinstance(self.store, ProcessStateStore | SQLiteStateStore):
+            self.store = type(self.store)(self.store.path)
+
+    def _refresh(self, sid: str | None) -> None:
+        """Take in what other instances wrote to the store since our last look (see sync.py)."""
+        if self._initialized and not self._closed:
+            try:
+                self._sync.refresh(sid)
+            except Exception:
+                log.exception("reading the state store failed")
+
+    def _check_fork(self) -> None:
+        if self._forked_from is not None:
+            raise forks.ForkedOrchestratorError(self._forked_from)
 
     # ------------------------------------------------------------ registry
 
@@ -168,6 +243,7 @@ class ServerOrchestrator:
                 server.config = checked
             record = self._pending.pop(id, None) if self._initialized else None
         if record is not None:
+            record = self._safe(self.store.get_process, id) or record  # others may have moved on
             self._recover(id, record)
 
     def register_servers(self, registry: Mapping[str, ServerConfig | Mapping[str, Any]]) -> None:
@@ -231,6 +307,7 @@ class ServerOrchestrator:
         return server
 
     def _check_open(self) -> None:
+        self._check_fork()
         if self._closed:
             raise RuntimeError("this ServerOrchestrator has been shut down")
 
@@ -246,6 +323,7 @@ class ServerOrchestrator:
             if self._initialized:
                 return
             self._initialized = True
+        self.leader.try_acquire(self.instance.name)
         records = self.store.load()
         recovered: list[str] = []
         ended: list[str] = []
@@ -260,7 +338,9 @@ class ServerOrchestrator:
             else:
                 outcome = self._recover_unregistered(sid, record)
             {"adopted": recovered, "ended": ended, "orphaned": orphaned}.get(outcome, []).append(sid)
+        self._sync.prime(records)
         self.monitor.start(self.interval)
+        self._sync.start()
         signals.send(signals.initialized, self, recovered=recovered, ended=ended, orphaned=orphaned)
 
     def _ensure_initialized(self) -> None:
@@ -271,7 +351,7 @@ class ServerOrchestrator:
     def _recover_unregistered(self, sid: str, record: Any) -> str:
         """A record of an id nobody registered (yet): only mark a dead one ended."""
         kind, _ = _classify(record)
-        if kind != "dead":
+        if kind != "dead" or not self._may_settle(record):
             return "pending"
         with self._lock:
             self._pending.pop(sid, None)
@@ -284,14 +364,22 @@ class ServerOrchestrator:
             server = self._servers.get(sid)
             if server is None:
                 return "pending"
+        if record.status in LIVE_RECORD and not self._may_settle(record):
+            # another live instance owns it (or the leader will take it over): watch it only
+            self._sync.apply(sid, None, record, emit=False)
+            return "adopted" if record.status in ACTIVE else "pending"
+        with self._lock:
             server.restarts = record.restarts or 0
             server.last_exit_code = record.exit_code
             server.last_pid = record.pid or None
             server.log_file = record.log_file
             if record.status in ("stopped", "exited", "crashed", "fatal"):
                 server.status = record.status
-            elif record.status == "backoff":
-                server.status = "crashed"
+            elif record.status == "backoff":  # a pending restart: the leader carries it on
+                server.status = "backoff"
+                server.owner = record.owner
+                server.message = f"restart pending (attempt {server.restarts})"
+                return "pending"
             config = server.config
         kind, actual = _classify(record)
         if kind == "inactive":
@@ -344,14 +432,24 @@ class ServerOrchestrator:
                 server.status = "crashed"
                 server.message = reason
                 server.last_pid = record.pid
-        self._safe(self.store.update_process, sid, lambda old: old and dataclasses.replace(
-            old, status="crashed", updated_at=_now()))
+        self._safe(self.store.update_process, sid, lambda old: old and (dataclasses.replace(
+            old, status="crashed", owner=self._owner, updated_at=_now()) if old.pid == record.pid
+            and old.status == record.status else old))
         self._history(sid, "crashed", pid=record.pid, exit_code=record.exit_code, reason=reason,
                       log_file=record.log_file)
 
-    def _adopted(self, sid: str, info: ProcessInfo) -> None:
+    def _may_settle(self, record: Any) -> bool:
+        """Whether this instance may adopt or end `record` now: it is ours, or its owner is gone
+        and we lead (only the leader takes over what a dead instance left)."""
+        if record.owner == self._owner:
+            return True
+        return self.is_leader and not owner_alive(record.owner)
+
+    def _adopted(self, sid: str, info: ProcessInfo,
+                 reason: str = "recovered after a restart of procsync") -> None:
         with self._lock:
             server = self._servers[sid]
+            server.owner = self._owner
             server.status = "running"
             server.pid = server.last_pid = info.pid
             server.pgid = info.pgid
@@ -367,13 +465,15 @@ class ServerOrchestrator:
             config = server.config
         self.monitor.watch(sid, health=config.health, start_timeout=0.0)
         self._persist(sid)
-        self._history(sid, "adopted", pid=info.pid, reason="recovered after a restart of procsync")
+        self._history(sid, "adopted", pid=info.pid, reason=reason)
 
     # -------------------------------------------------------------- start
 
     def start_server(self, id: str, wait: bool = True) -> ActionResult:
         """Start server `id`; with ports or a health check and `wait`, return once it is ready."""
+        self._check_fork()
         self._ensure_initialized()
+        self._refresh(id)
         with self._lock:
             server = self._servers.get(id)
             if server is None:
@@ -418,6 +518,10 @@ class ServerOrchestrator:
             spawn = config.to_spawn(sid)
         except ConfigError as err:
             return self._abort(server, gen, str(err), "bad_config", automatic)
+        record = self._safe(self.store.get_process, sid)
+        if (record is not None and record.status in ACTIVE and record.owner != self._owner
+                and process_alive(record.pid, record.create_time)):
+            return self._taken(record)  # started through another instance
         held = self._ports_held(config.ports)
         if held:
             port, pid = held
@@ -428,14 +532,19 @@ class ServerOrchestrator:
         if cancelled:
             return self._abort(server, gen, f"start of {sid!r} was cancelled", "start_failed", automatic)
         try:
-            info = self.manager.spawn(spawn)
+            # spawned under the store's cross-process lock: one process however many instances ask
+            spawned, taken = self._sync.claim_spawn(sid, spawn, server.restarts)
         except SpawnError as err:
             return self._abort(server, gen, str(err), "start_failed", automatic)
         except DuplicateProcessError as err:
             return self._abort(server, gen, str(err), "already_running", automatic)
+        if taken is not None or spawned is None:
+            return self._taken(taken)
+        info = spawned
         with self._lock:
             current = server.generation == gen and server.status == "starting"
             if current:
+                server.owner = self._owner
                 server.pid = server.last_pid = info.pid
                 server.pgid = info.pgid
                 server.create_time = info.create_time
@@ -447,7 +556,9 @@ class ServerOrchestrator:
             self._changed.notify_all()
             orphan = not current and server.pid != info.pid
         if orphan:  # unregistered or shut down while spawning: do not leave it running
-            self.manager.kill(sid)
+            tracked = self.manager.get_process(sid)
+            if tracked is not None and tracked.pid == info.pid:  # not a newer process of another
+                self.manager.kill(sid)
             return _fail(f"start of {sid!r} was cancelled", "start_failed", info.pid)
         if current:
             self.monitor.watch(sid, health=config.health, start_timeout=config.start_timeout)
@@ -460,6 +571,11 @@ class ServerOrchestrator:
             return self._await_ready(server, gen, info)
         self._spawn_worker(self._await_ready, server, gen, info, name=f"procsync-ready-{sid}")
         return ActionResult(True, f"starting {sid!r} (pid {info.pid})", info.pid)
+
+    def _taken(self, record: Any) -> ActionResult:
+        """Another instance runs the server (`record`): show it, and answer "already running"."""
+        self._sync.apply(record.id, None, record)
+        return _fail(taken_message(record), "already_running", record.pid)
 
     def _abort(self, server: _Server, gen: int, message: str, code: str, automatic: bool) -> ActionResult:
         """A start that never spawned a process: back to the previous status, or (automatic
@@ -517,7 +633,8 @@ class ServerOrchestrator:
         if not current:
             return self._start_interrupted(server, gen, info)
         self._persist(server.id)
-        signals.send(signals.server_started, self, id=server.id, pid=info.pid, ready=True)
+        signals.send(signals.server_started, self, id=server.id, pid=info.pid, ready=True,
+                     instance=self.instance.name)
         text = f"started {server.id!r} (pid {info.pid})"
         if began is not None:
             text += f", ready after {time.monotonic() - began:.2f} s"
@@ -535,7 +652,8 @@ class ServerOrchestrator:
         if not current:
             return self._start_interrupted(server, gen, info)
         self._persist(server.id)
-        signals.send(signals.server_started, self, id=server.id, pid=info.pid, ready=False)
+        signals.send(signals.server_started, self, id=server.id, pid=info.pid, ready=False,
+                     instance=self.instance.name)
         return _fail(f"server {server.id!r} (pid {info.pid}) {message}; it is left running",
                      "start_timeout", info.pid)
 
@@ -575,6 +693,8 @@ class ServerOrchestrator:
         return self._stop(id, event="stopped", reason="stopped by request")
 
     def _stop(self, id: str, *, event: str, reason: str) -> ActionResult:
+        self._check_fork()
+        self._refresh(id)
         with self._lock:
             server = self._servers.get(id)
             if server is None:
@@ -582,6 +702,10 @@ class ServerOrchestrator:
             deadline = time.monotonic() + 10.0
             while server.status == "starting" and server.pid is None and time.monotonic() < deadline:
                 self._changed.wait(0.05)  # a spawn is under way: its pid comes in milliseconds
+            foreign = server.owner not in (None, self._owner)  # another instance's process
+            create_time = server.create_time
+            if foreign and server.status in ("starting", "running"):
+                server.last_exit_code = None  # its spawner records the code it alone knows
             if server.status == "backoff":
                 server.cancel_timers()
                 server.generation += 1
@@ -600,13 +724,28 @@ class ServerOrchestrator:
             else:
                 what = "is already stopping" if server.status == "stopping" else f"is not running ({server.status})"
                 return _fail(f"server {id!r} {what}", "already_stopped", server.pid)
+        if foreign:  # take it over first (identity checked), so its owner does not restart it
+            self._sync.take_for_stop(id, pid, create_time)
         if cancelled:
-            self._persist(id)
+            self._persist(id, take=True)
             self._history(id, event, pid=pid, reason=f"{reason}; pending restart cancelled")
-            signals.send(signals.server_stopped, self, id=id, pid=pid, exit_code=None)
+            signals.send(signals.server_stopped, self, id=id, pid=pid, exit_code=None,
+                         instance=self.instance.name)
             return ActionResult(True, f"stopped {id!r}: pending restart cancelled", pid)
         result = self.manager.kill(id)
         self.manager.wait(id, timeout=5.0)
+        if pid is not None and process_alive(pid, create_time):
+            # the process to stop is not the one our manager held under this id
+            if foreign:
+                self._sync.take_for_stop(id, pid, create_time)
+            result = self.manager.kill(id)
+            self.manager.wait(id, timeout=5.0)
+            if process_alive(pid, create_time):
+                with self._lock:
+                    if server.status == "stopping":
+                        server.status = server.previous
+                log.error("server %r: pid %s could not be stopped", id, pid)
+                return _fail(f"could not stop {id!r}: pid {pid} is still running", "stop_failed", pid)
         with self._lock:
             code = result.exit_code if result.exit_code is not None else server.last_exit_code
             if result.exit_code is not None:
@@ -617,15 +756,19 @@ class ServerOrchestrator:
             server.message = None
             server.restarts = 0
             server.verdict = server.verdict_at = None
-        self._persist(id)
+            server.owner = self._owner
+        self._persist(id, take=True)
         self._history(id, event, pid=pid, exit_code=code, reason=reason)
-        signals.send(signals.server_stopped, self, id=id, pid=pid, exit_code=code)
+        signals.send(signals.server_stopped, self, id=id, pid=pid, exit_code=code,
+                     instance=self.instance.name)
         how = f" with {result.signal}" if result.signal else ""
         return ActionResult(True, f"stopped {id!r} (pid {pid}){how}", pid)
 
     def restart_server(self, id: str) -> ActionResult:
         """Stop server `id` if it runs, wait until its processes and ports are gone, start it again."""
+        self._check_fork()
         self._ensure_initialized()
+        self._refresh(id)
         with self._lock:
             server = self._servers.get(id)
             if server is None:
@@ -662,6 +805,8 @@ class ServerOrchestrator:
     def _on_process_exit(self, sender: Any, *, id: str, pid: int, exit_code: int | None = None,
                          expected: bool = False, info: ProcessInfo | None = None, **extra: Any) -> None:
         """process_exit from our manager (its watcher thread): decide, schedule, record; never block."""
+        if self._sync.exit_is_foreign(id, pid, exit_code, info):
+            return  # another instance's process: its owner (or the leader) decides
         with self._lock:
             server = self._servers.get(id)
             if server is None:
@@ -718,10 +863,12 @@ class ServerOrchestrator:
                 # first the signal and the timer, then the slower writes: an immediate
                 # restart must not wait for the store's fsyncs
                 signals.send(signals.server_restarting, self, id=sid, pid=pid, attempt=attempt,
-                             delay=delay, reason=decision.reason)
+                             delay=delay, reason=decision.reason, instance=self.instance.name)
                 with self._lock:
-                    if self._closed:
-                        timer.cancel()
+                    if self._closed or not self.is_leader:
+                        timer.cancel()  # only the leader runs restarts: it finds the backoff record
+                        if server.timer is timer:
+                            server.timer = None
                     self._workers = {t for t in self._workers if t.is_alive()}
                     self._workers.add(timer)
                 timer.start()
@@ -742,7 +889,7 @@ class ServerOrchestrator:
             def fatal() -> None:
                 self._history(sid, "fatal", pid=pid, exit_code=exit_code, reason=decision.message)
                 signals.send(signals.server_fatal, self, id=sid, pid=pid, restarts=restarts,
-                             exit_code=exit_code)
+                             exit_code=exit_code, instance=self.instance.name)
 
             actions.append(fatal)
         return actions
@@ -754,7 +901,7 @@ class ServerOrchestrator:
                 server = self._servers.get(sid)
                 if server is None or server.generation != gen or server.status != "backoff" or self._closed:
                     return
-                server.timer = None
+                # server.timer stays set (running, not finished) so the leader's sync arms no other
                 old_pid = server.last_pid
             self._wait_released(server, old_pid, timeout=server.config.stop_timeout + 5.0)
             with self._lock:
@@ -767,6 +914,22 @@ class ServerOrchestrator:
         finally:
             with self._lock:
                 self._workers.discard(threading.current_thread())
+
+    def _arm_restart(self, sid: str, delay: float) -> None:
+        """(Leader) run the pending automatic restart of `sid` in `delay` s unless one is armed."""
+        with self._lock:
+            server = self._servers.get(sid)
+            if server is None or self._closed or server.status != "backoff":
+                return
+            if server.timer is not None and not server.timer.finished.is_set():
+                return
+            timer = threading.Timer(delay, self._auto_restart, (sid, server.generation))
+            timer.daemon = True
+            timer.name = f"procsync-restart-{sid}"
+            server.timer = timer
+            self._workers = {t for t in self._workers if t.is_alive()}
+            self._workers.add(timer)
+            timer.start()  # under the lock: shutdown never sees it unstarted
 
     def _schedule_stable(self, server: _Server, gen: int, delay: float) -> None:
         """Under the lock: reset the restart count once generation `gen` has run `delay` s."""
@@ -798,8 +961,9 @@ class ServerOrchestrator:
         with self._lock:
             server = self._servers.get(id)
             if (server is None or server.pid is None or server.pid != pid or not server.ready
-                    or server.status != "running" or server.config.autorestart == "no"):
-                return
+                    or server.status != "running" or server.config.autorestart == "no"
+                    or server.owner not in (None, self._owner)):
+                return  # another instance's process is that instance's to restart
             server.kill_reason = "health check failed"
         log.warning("server %r (pid %s) stopped answering its health check; restarting it", id, pid)
         self._spawn_worker(self.manager.kill, id, name=f"procsync-unresponsive-{id}")
@@ -811,6 +975,8 @@ class ServerOrchestrator:
 
         `current_ports` (port -> pid) saves the port scan when the caller has one.
         """
+        self._check_fork()
+        self._refresh(None)
         with self._lock:
             servers = list(self._servers.values())
             snapshots = [dataclasses.replace(s, ended=dict(s.ended)) for s in servers]
@@ -826,6 +992,8 @@ class ServerOrchestrator:
 
     def get_server(self, id: str) -> ServerStatus:
         """The status of server `id`; ProcessNotFound if it is not registered."""
+        self._check_fork()
+        self._refresh(id)
         server = self._get(id)
         with self._lock:
             snapshot = dataclasses.replace(server, ended=dict(server.ended))
@@ -882,6 +1050,7 @@ class ServerOrchestrator:
 
     def kill_orphaned_process(self, server_id: str, pid: int) -> KillResult:
         """Kill `pid` if, right now, it listens on a port of `server_id` and is not ours. TERM, then KILL."""
+        self._check_fork()
         def refuse(why: str) -> KillResult:
             return KillResult(False, server_id, pid if isinstance(pid, int) else None, None, None, why)
 
@@ -996,15 +1165,23 @@ class ServerOrchestrator:
     # ------------------------------------------------------------ shutdown
 
     def shutdown(self, stop_servers: bool = False) -> None:
-        """Stop the monitor and timers and save; servers keep running unless `stop_servers`."""
+        """Stop the monitor and timers and save; servers keep running unless `stop_servers`.
+
+        Running servers are recorded with no owner: the leader (this instance
+        next time, or another one now) adopts them. In a process forked from
+        the one that started this orchestrator, nothing is touched.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._closing.set()
+            if self._forked_from is not None:
+                return  # the parent's servers, threads and store are not ours
             for server in self._servers.values():
                 server.cancel_timers()
             workers = list(self._workers)
+        self._sync.stop()
         for worker in workers:
             if worker is not threading.current_thread():
                 worker.join(timeout=10)
@@ -1012,7 +1189,8 @@ class ServerOrchestrator:
             self._each(self._stop_for_shutdown, list(self.configs))
         self.monitor.stop()
         for sid in list(self.configs):
-            self._persist(sid)
+            self._persist(sid, release=True)
+        self.leader.release()
         self.manager.close()
         if self._webhooks is not None:
             self._webhooks.close()
@@ -1057,24 +1235,35 @@ class ServerOrchestrator:
             self._workers.add(thread)
         thread.start()
 
-    def _persist(self, sid: str) -> None:
-        """Write server `sid`'s current state to the store (built inside the store's lock)."""
+    def _persist(self, sid: str, *, take: bool = False, release: bool = False) -> None:
+        """Write server `sid`'s current state to the store (built inside the store's lock).
+
+        Another instance's record is left alone unless `take` (we are taking the
+        server over). `release` (at shutdown) writes our record with no owner, so
+        the leader adopts what keeps running.
+        """
 
         def build(old: Any) -> Any:
+            foreign = old is not None and old.owner not in (None, self._owner)
+            if foreign and not take:
+                return old
             with self._lock:
                 server = self._servers.get(sid)
                 if server is None:
                     return old
                 pid = server.pid or server.last_pid or (old.pid if old is not None else None)
-                if not pid:
-                    return old
+                if not pid or (foreign and old.pid != pid):
+                    return old  # another instance has started a new process meanwhile
                 config = server.config
+                code = server.last_exit_code
+                if code is None and old is not None and old.pid == pid:
+                    code = old.exit_code  # recorded by the instance that spawned it
                 return StoredProcessInfo(
                     id=sid, pid=pid, command=command_text(config.command), cwd=config.cwd,
                     start_time=server.started_at or (old.start_time if old is not None else _now()),
                     status=server.status, ports=tuple(config.ports), create_time=server.create_time,
                     pgid=server.pgid, log_file=server.log_file, restarts=server.restarts,
-                    exit_code=server.last_exit_code, owner=self._owner, updated_at=_now(),
+                    exit_code=code, owner=None if release else self._owner, updated_at=_now(),
                 )
 
         self._safe(self.store.update_process, sid, build)

@@ -203,6 +203,9 @@ class WebhookDispatcher:
             hooks = [h for h in self.webhooks if name in h.events]
             if not hooks:
                 return
+            acting = payload.get("instance")
+            if acting is not None and acting != getattr(self.orchestrator, "instance_name", acting):
+                return  # another instance on the same state file posts its own events
             body = json.dumps({
                 "event": name,
                 "sent_at": datetime.now(UTC).isoformat(),

@@ -22,6 +22,8 @@ from procsync.webhooks import DEFAULT_EVENTS, WebhookDispatcher, signature
 class Hub:
     """The part of ServerOrchestrator the dispatcher uses: on/off for signals sent by this object."""
 
+    instance_name = "here"
+
     def on(self, name, receiver):
         signals.get(name).connect(receiver, sender=self, weak=False)
 
@@ -115,6 +117,16 @@ def test_only_chosen_events_and_only_from_this_orchestrator(hub, dispatcher, rec
     signals.send(signals.process_died, hub, id="c", pid=3, exit_code=-9)
     _, headers, _, data = receiver.get()
     assert data["data"]["id"] == "c" and "X-Procsync-Signature" not in headers
+    dispatcher.close()
+    assert receiver.requests.empty()
+
+
+def test_events_another_instance_acted_on_are_left_to_that_instance(hub, dispatcher, receiver):
+    dispatcher.add(receiver.url, events=["server_started"])
+    signals.send(signals.server_started, hub, id="a", pid=1, instance="elsewhere")
+    signals.send(signals.server_started, hub, id="b", pid=2, instance="here")
+    signals.send(signals.server_started, hub, id="c", pid=3)
+    assert [receiver.get()[3]["data"]["id"] for _ in range(2)] == ["b", "c"]
     dispatcher.close()
     assert receiver.requests.empty()
 

@@ -269,9 +269,22 @@ class EventHub:
             return []
         return orchestrator.get_server_status(current_ports=self.ports.get())
 
+    def instance(self) -> dict[str, Any] | None:
+        """Which orchestrator instance answers, and which one leads (see docs/deployment.md)."""
+        orchestrator = self._orchestrator()
+        info = getattr(orchestrator, "instance_info", None)
+        if info is None:
+            return None
+        try:
+            return info()
+        except Exception:
+            log.exception("cannot read the instance info")
+            return None
+
     def snapshot(self) -> bytes:
         """A `snapshot` event with every server's status (no id: it is not replayed)."""
-        return sse("snapshot", dumps({"servers": self.server_status(), "last_id": self.last_id}))
+        return sse("snapshot", dumps({"servers": self.server_status(), "last_id": self.last_id,
+                                      "instance": self.instance()}))
 
     def stream(self, last_event_id: int | None = None, heartbeat: float = 15.0) -> Iterator[bytes]:
         """The bytes of one client's event stream: replay, snapshot, then live events."""
@@ -317,7 +330,8 @@ class EventHub:
             if self._orchestrator() is None:
                 break
             try:
-                item = sse("status", dumps({"servers": self.server_status()}))
+                item = sse("status", dumps({"servers": self.server_status(),
+                                            "instance": self.instance()}))
             except Exception:
                 log.exception("periodic status failed")
                 continue

@@ -29,6 +29,7 @@ STATUS_FOR_CODE = {
     "port_in_use": 409,
     "start_failed": 500,
     "start_timeout": 500,
+    "stop_failed": 500,
     "bad_config": 400,
 }
 LOG_TAIL_LINES = 20
@@ -219,7 +220,12 @@ def create_blueprint(
 
     @bp.get("/api/servers")
     def api_servers() -> Response:
-        return jsonable_response({"servers": hub_for(orch()).server_status()})
+        hub = hub_for(orch())
+        body: dict[str, Any] = {"servers": hub.server_status()}
+        instance = hub.instance()  # which instance answered, which one leads
+        if instance is not None:
+            body["instance"] = instance
+        return jsonable_response(body)
 
     @bp.get("/api/servers/<server_id>")
     def api_server(server_id: str) -> Response:

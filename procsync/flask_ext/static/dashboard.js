@@ -226,9 +226,24 @@
     setTimeout(function () { if (!needsLogin) connectEvents(); }, delay);
   }
 
+  function renderInstance(info) {
+    var box = $("instance");
+    if (!info || !info.name) return;
+    box.hidden = false;
+    box.textContent = "";
+    box.appendChild(el("span", "muted", "instance "));
+    box.appendChild(el("strong", null, info.name));
+    if (info.is_leader) {
+      box.appendChild(el("span", "leader-badge", "leader"));
+    } else {
+      box.appendChild(el("span", "muted", " · leader: " + (info.leader || "none")));
+    }
+  }
+
   function onEvent(name, data) {
     if (name === "snapshot" || name === "status") {
       replaceAll(data.servers || []);
+      renderInstance(data.instance);
       return;
     }
     if (name === "health_check") {
@@ -271,7 +286,10 @@
   }
 
   function refreshAll() {
-    return api("GET", "/servers").then(function (data) { replaceAll(data.servers || []); });
+    return api("GET", "/servers").then(function (data) {
+      replaceAll(data.servers || []);
+      renderInstance(data.instance);
+    });
   }
 
   // ---------------------------------------------------------------- table
