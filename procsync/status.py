@@ -1,0 +1,187 @@
+"""Status of the registered servers, and finding and killing orphans that hold their ports.
+
+An orphan is a process listening on a server's port that no server of this
+orchestrator tracks (and that is not this process).
+"""
+
+# Methods here annotate `self` as the ServerOrchestrator they are mixed into, so mypy checks
+# them against it; mypy reports such a self type on a mixin as "misc", hence:
+# mypy: disable-error-code="misc"
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import psutil
+
+from . import signals
+from .config import command_text
+from .ports import (
+    UNKNOWN_PID,
+    describe_pid,
+    listening_ports,
+    listening_sockets,
+    owner_of,
+    pgid_of,
+    terminate,
+    tracked_processes,
+)
+from .records import KillResult, ServerStatus
+from .server_state import ACTIVE, ServerState, now
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .orchestrator import ServerOrchestrator
+
+
+
+class StatusMixin:
+    """The status and orphan part of ServerOrchestrator (its methods run on the orchestrator)."""
+
+    # ------------------------------------------------------------- status
+
+    def get_server_status(self: ServerOrchestrator, current_ports: Mapping[int, int] | None = None) -> list[ServerStatus]:
+        """One ServerStatus per registered server, in registration order.
+
+        `current_ports` (port -> pid) saves the port scan when the caller has one.
+        """
+        self._check_fork()
+        self._refresh(None)
+        with self._lock:
+            servers = list(self._servers.values())
+            snapshots = [dataclasses.replace(s, ended=dict(s.ended)) for s in servers]
+        wanted = {p for s in snapshots for p in s.config.ports}
+        if current_ports is not None:
+            scan = dict(current_ports)
+        elif wanted:
+            scan = listening_ports()
+        else:
+            scan = {}
+        tracked = tracked_processes(self.manager.get_all_processes())
+        return [self._status_of(s, scan, tracked) for s in snapshots]
+
+    def get_server(self: ServerOrchestrator, id: str) -> ServerStatus:
+        """The status of server `id`; ProcessNotFound if it is not registered."""
+        self._check_fork()
+        self._refresh(id)
+        server = self._get(id)
+        with self._lock:
+            snapshot = dataclasses.replace(server, ended=dict(server.ended))
+        scan = listening_ports() if snapshot.config.ports else {}
+        return self._status_of(snapshot, scan, tracked_processes(self.manager.get_all_processes()))
+
+    def _status_of(self: ServerOrchestrator, s: ServerState, scan: Mapping[int, int], tracked: Mapping[int, str]) -> ServerStatus:
+        config = s.config
+        orphan_pid = None
+        for port in config.ports:
+            holder = scan.get(port)
+            if holder and holder != UNKNOWN_PID and holder != os.getpid() and owner_of(holder, tracked) is None:
+                orphan_pid = holder
+                break
+        active = s.status in ACTIVE and s.pid is not None
+        mon = self.monitor.get_status(s.id) if active else None
+        if mon is not None and mon.pid not in (None, s.pid):
+            mon = None
+        if s.status == "starting":
+            health = "unknown"
+        elif active:
+            fresh = mon is not None and mon.last_check is not None and (
+                s.verdict_at is None or mon.last_check > s.verdict_at)
+            health = mon.health if fresh and mon is not None else (s.verdict or "unknown")
+        else:
+            health = "unknown" if s.status == "stopped" else "dead"
+        uptime = (now() - s.started_at).total_seconds() if active and s.started_at else None
+        return ServerStatus(
+            id=s.id,
+            name=config.name or s.id,
+            color=config.color,
+            command=command_text(config.command),
+            cwd=config.cwd,
+            ports=tuple(config.ports),
+            status=s.status,
+            running=active,
+            pid=s.pid if active else None,
+            health=health,
+            uptime=uptime,
+            restarts=s.restarts,
+            last_exit_code=s.last_exit_code,
+            cpu_percent=mon.cpu_percent if mon else 0.0,
+            memory_rss=mon.memory_rss if mon else 0,
+            orphaned=orphan_pid is not None,
+            orphaned_pid=orphan_pid,
+            log_file=s.log_file or self._default_log(s.id, config),
+            started_at=s.started_at if active else None,
+            autorestart=config.autorestart,
+            message=s.message,
+            env_keys=tuple(config.env or ()),
+        )
+
+    # ------------------------------------------------------------ orphans
+
+    def kill_orphaned_process(self: ServerOrchestrator, server_id: str, pid: int) -> KillResult:
+        """Kill `pid` if, right now, it listens on a port of `server_id` and is not ours. TERM, then KILL."""
+        self._check_fork()
+        def refuse(why: str) -> KillResult:
+            return KillResult(False, server_id, pid if isinstance(pid, int) else None, None, None, why)
+
+        with self._lock:
+            server = self._servers.get(server_id)
+        if server is None:
+            return refuse(f"unknown server {server_id!r}")
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return refuse(f"{pid!r} is not a process id")
+        if pid == os.getpid() or pid in {p.pid for p in psutil.Process().parents()}:
+            return refuse(f"pid {pid} is this process or one of its parents; not killed")
+        config = server.config
+        if not config.ports:
+            return refuse(f"server {server_id!r} has no ports, so it cannot have an orphan")
+        holders = listening_sockets()
+        ports = [p for p in config.ports if pid in holders.get(p, ())]
+        if not ports:
+            return refuse(f"pid {pid} does not listen on any port of server {server_id!r} "
+                          f"({', '.join(map(str, config.ports))}); not an orphan, not killed")
+        owner = owner_of(pid, tracked_processes(self.manager.get_all_processes()))
+        if owner is not None:
+            return refuse(f"pid {pid} belongs to server {owner!r}, which procsync manages; "
+                          "stop that server instead")
+        try:
+            proc = psutil.Process(pid)
+            created = proc.create_time()
+            name = proc.name()
+        except psutil.Error:
+            return refuse(f"pid {pid} is gone")
+        group = pgid_of(pid) == pid and pid != os.getpgid(0)
+        sent = terminate(proc, created, group, min(config.stop_timeout, 10.0))
+        if sent is None:
+            return refuse(f"pid {pid} ended or changed before it could be signalled")
+        deadline = time.monotonic() + 2.0
+        while self._ports_held(ports) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        what = "process group" if group else "process"
+        message = f"killed orphan {what} {pid} ({name}) holding port {ports[0]} of {server_id!r} with {sent}"
+        self._history(server_id, "orphan_killed", pid=pid, reason=message)
+        signals.send(signals.orphan_killed, self, id=server_id, pid=pid, signal=sent)
+        return KillResult(True, server_id, pid, sent, None, message)
+
+    # -------------------------------------------------------------- ports
+
+    def _ports_held(self: ServerOrchestrator, ports: Iterable[int]) -> tuple[int, int] | None:
+        ports = tuple(ports)
+        if not ports:
+            return None
+        scan = listening_ports()
+        for port in ports:
+            if port in scan:
+                return port, scan[port]
+        return None
+
+    def _describe_holder(self: ServerOrchestrator, pid: int) -> str:
+        text = describe_pid(pid)
+        owner = owner_of(pid, tracked_processes(self.manager.get_all_processes()))
+        return f"{text}, a process of server {owner!r}" if owner else text
+
+
+__all__ = ["StatusMixin"]
