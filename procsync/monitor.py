@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -46,8 +47,29 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
+_ppid_cache: tuple[frozenset[str], dict[int, int]] = (frozenset(), {})
+
+
 def _ppid_map() -> dict[int, int]:
-    """{pid: ppid} for every process, read in one pass."""
+    """{pid: ppid} for every process; reused while the set of pids is unchanged.
+
+    Listing /proc costs a tenth of reading every process's stat file, and a
+    parent link changes only when a pid comes or goes (a reparented child's
+    parent is gone), so an idle machine pays only for the listing.
+    """
+    global _ppid_cache
+    try:
+        pids = frozenset(name for name in os.listdir("/proc") if name.isdigit())
+    except OSError:
+        pids = frozenset()
+    if pids and pids == _ppid_cache[0]:
+        return _ppid_cache[1]
+    found = _read_ppid_map()
+    _ppid_cache = (pids, found)
+    return found
+
+
+def _read_ppid_map() -> dict[int, int]:
     fast = getattr(psutil, "_ppid_map", None)
     if fast is not None:
         try:

@@ -95,6 +95,9 @@ class InstanceSync:
         self._thread: threading.Thread | None = None
         self._seen: dict[str, StoredProcessInfo] = {}
         self._dead_since: dict[tuple[str, int], float] = {}  # (id, pid) -> when first seen dead
+        self._version: Any = None  # the store's version at the last full look
+        self._ids: tuple[str, ...] = ()  # the registered ids at the last full look
+        self._leader_work = True  # some record needs the leader's periodic attention
 
     # ------------------------------------------------------------ thread
 
@@ -139,13 +142,25 @@ class InstanceSync:
         if orch._closed:
             return
         leader = orch.leader
-        if not leader.is_leader and leader.try_acquire(orch.instance.name):
+        became_leader = not leader.is_leader and leader.try_acquire(orch.instance.name)
+        if became_leader:
             log.info("instance %r is now the leader for %s", orch.instance.name, orch.store.path)
-        records = self._records()
-        for sid in orch.configs:
-            self._observe(sid, records.get(sid))
-        if leader.is_leader and not orch._closed:
-            self._lead(records)
+        # An idle instance costs one stat and one read per tick: the records are looked at
+        # only when another writer committed, or while some record needs the leader.
+        version = orch.store.version()
+        ids = tuple(orch.configs)
+        if version != self._version or ids != self._ids or became_leader or self._leader_work:
+            self._version, self._ids = version, ids
+            records = self._records()
+            for sid in ids:
+                self._observe(sid, records.get(sid))
+            me = orch._owner
+            self._leader_work = any(
+                r.status == "backoff" or (r.status in ACTIVE and r.owner != me)
+                for r in records.values()
+            )
+            if leader.is_leader and not orch._closed:
+                self._lead(records)
 
     def refresh(self, sid: str | None = None) -> None:
         """Apply what other instances wrote for `sid` (every server if None) now, not at the next tick."""
