@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
-from helpers import kill_marked_after_grace
+from helpers import fill_backlog, kill_marked_after_grace
 
 from procsync import ServerOrchestrator
 
@@ -32,3 +34,18 @@ def orch(tmp_path):
         yield o
     finally:
         o.shutdown(stop_servers=True)
+
+
+@pytest.fixture
+def hanging_port():
+    """A loopback port whose SYNs are dropped (listen(0), accept queue full, never accepted)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    clients = fill_backlog(server)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        for client in clients:
+            client.close()
+        server.close()

@@ -8,7 +8,6 @@ import os
 import threading
 from datetime import UTC, datetime
 
-import pytest
 from flask import Flask
 from helpers import wait_until
 
@@ -18,15 +17,6 @@ from procsync.flask_ext.events import EventHub, hub_for, jsonable
 from procsync.flask_ext.logstream import LogFollower
 from procsync.logs import rotate
 from procsync.records import ProcessStatus
-
-
-@pytest.fixture
-def orch(tmp_path):
-    o = ServerOrchestrator(tmp_path / "state.json", interval=0.2, log_dir=tmp_path / "logs")
-    try:
-        yield o
-    finally:
-        o.shutdown(stop_servers=True)
 
 
 def parse(chunk: bytes) -> list[dict]:

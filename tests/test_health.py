@@ -8,7 +8,7 @@ import socket
 import subprocess
 
 import pytest
-from helpers import HTTP_SERVER, PY, fill_backlog, free_port, is_gone, python_cmd, wait_until
+from helpers import HTTP_SERVER, PY, free_port, is_gone, python_cmd, wait_until
 
 from procsync import health
 from procsync.config import HealthCheck
@@ -40,21 +40,6 @@ def listener():
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield sock.getsockname()[1]
-
-
-@pytest.fixture
-def hanging_port():
-    """A loopback port whose SYNs are dropped: connects to it neither succeed nor fail."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    clients = fill_backlog(server)
-    try:
-        yield server.getsockname()[1]
-    finally:
-        for client in clients:
-            client.close()
-        server.close()
 
 
 @pytest.fixture

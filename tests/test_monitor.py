@@ -20,7 +20,6 @@ import pytest
 from helpers import (
     HTTP_SERVER,
     PY,
-    fill_backlog,
     free_port,
     is_gone,
     listener_code,
@@ -92,21 +91,6 @@ def events(monitor):
         yield recorder
     finally:
         recorder.close()
-
-
-@pytest.fixture
-def hanging_port():
-    """A loopback port whose SYNs are dropped (listen(0), accept queue full, never accepted)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    clients = fill_backlog(server)
-    try:
-        yield server.getsockname()[1]
-    finally:
-        for client in clients:
-            client.close()
-        server.close()
 
 
 def spawn(manager: ProcessManager, id: str, command: list[str], ports=()) -> ProcessInfo:
