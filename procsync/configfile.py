@@ -8,7 +8,6 @@ names the file, the line when known, the table and the key.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -160,6 +159,8 @@ def expand_vars(value: str, what: str = "value") -> str:
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
     """' (did you mean 'x'?)' when `word` is close to one of `choices`, else ''."""
+    import difflib
+
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -17,7 +17,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO
@@ -251,6 +250,8 @@ def check_command(
     if not argv:
         raise ValueError("command: is empty")
     name = argv[0]
+    import tempfile  # only for command checks
+
     with tempfile.TemporaryFile() as output:
         try:
             proc = subprocess.Popen(

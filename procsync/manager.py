@@ -23,10 +23,8 @@ import os
 import selectors
 import signal as _signal
 import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,6 +127,8 @@ def _has_token(pid: int, token: bytes) -> bool:
 
 def default_log_dir() -> Path:
     """Where logs go when no log_dir is given: a per-user folder in the temp dir."""
+    import tempfile  # here: it pulls in shutil, bz2, lzma and hashlib
+
     return Path(tempfile.gettempdir()) / f"procsync-{os.getuid()}" / "logs"
 
 
@@ -195,7 +195,7 @@ class ProcessManager:
         if config.cwd is not None and not os.path.isdir(config.cwd):
             self._spawn_failed(config, f"working directory {config.cwd!r} does not exist")
         log_path = Path(config.log_file) if config.log_file else self.log_dir / f"{config.id}.log"
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         env = dict(os.environ)
         if config.env:
             env.update(config.env)
