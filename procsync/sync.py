@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-SYNC_INTERVAL = 0.2  # seconds between two looks at the store
+SYNC_INTERVAL = 0.5  # seconds between two looks at the store (each wake-up costs ~0.1 ms CPU)
 DEAD_GRACE = 2.0  # seconds a living owner has to record the death of its process
 ACTIVE = ("starting", "running", "stopping")
 
