@@ -23,9 +23,9 @@ the tool brings N children back ("restart" column), then everything is
 stopped and the bench checks that no marked child is left (leftovers are
 killed by process group, and the run fails).
 
-supervisord and circus are taken from $BENCH_VENV/bin (default
-/work/benchvenv/bin), PM2 from $PM2_BIN (default
-/work/pm2/node_modules/.bin/pm2); a tool that is missing is skipped.
+supervisord and circus are taken from $BENCH_VENV/bin, PM2 from $PM2_BIN;
+by default from bench/.tools, which `bash bench/setup-tools.sh` fills. A
+tool that is missing is skipped.
 
 Run: python bench/bench_footprint.py [--children 20] [--window 20]
 """
@@ -48,8 +48,9 @@ from pathlib import Path
 
 import psutil
 
-BENCH_VENV = Path(os.environ.get("BENCH_VENV", "/work/benchvenv"))
-PM2 = Path(os.environ.get("PM2_BIN", "/work/pm2/node_modules/.bin/pm2"))
+TOOLS = Path(__file__).resolve().parent / ".tools"  # made by bench/setup-tools.sh
+BENCH_VENV = Path(os.environ.get("BENCH_VENV", TOOLS / "venv"))
+PM2 = Path(os.environ.get("PM2_BIN", TOOLS / "node_modules" / ".bin" / "pm2"))
 MARK = "PROCSYNC_FOOTPRINT_MARK"
 RUN = uuid.uuid4().hex[:12]  # every marker of this run starts with it
 START_DEADLINE = 60.0

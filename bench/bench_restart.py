@@ -8,11 +8,9 @@ would keep it from restarting at all (noted in the table). Between kills
 the bench waits past every tool's "stable" threshold, so each kill is a
 first, immediate restart.
 
-supervisord and circus are taken from $BENCH_VENV/bin (default
-/work/benchvenv/bin; create one with `python -m venv V && V/bin/pip install
-supervisor circus`), PM2 from $PM2_BIN (default
-/work/pm2/node_modules/.bin/pm2; `npm install pm2` in /work/pm2); a tool
-that is missing is skipped.
+supervisord and circus are taken from $BENCH_VENV/bin, PM2 from $PM2_BIN;
+by default from bench/.tools, which `bash bench/setup-tools.sh` fills. A
+tool that is missing is skipped.
 
 Run: python bench/bench_restart.py [--kills 20]
 """
@@ -32,8 +30,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-BENCH_VENV = Path(os.environ.get("BENCH_VENV", "/work/benchvenv"))
-PM2 = Path(os.environ.get("PM2_BIN", "/work/pm2/node_modules/.bin/pm2"))
+TOOLS = Path(__file__).resolve().parent / ".tools"  # made by bench/setup-tools.sh
+BENCH_VENV = Path(os.environ.get("BENCH_VENV", TOOLS / "venv"))
+PM2 = Path(os.environ.get("PM2_BIN", TOOLS / "node_modules" / ".bin" / "pm2"))
 SETTLE = 1.5  # seconds between kills: past supervisord's startsecs=1 and our stable_after
 
 
