@@ -36,95 +36,13 @@ from . import signals
 from .config import SpawnConfig, command_text, signal_name
 from .errors import DuplicateProcessError, IdentityMismatch, ProcessNotFound, SpawnError
 from .logs import LogRotator
+from .proctree import TOKEN_VAR, alive, group_exists, process_tree, same_identity, wait_gone
 from .records import KillResult, ProcessInfo
 
 log = logging.getLogger(__name__)
 
 ID_VAR = "PROCSYNC_ID"
-TOKEN_VAR = "PROCSYNC_SPAWN"
 POLL_INTERVAL = 0.05  # seconds, only where pidfd_open is missing
-CREATE_TIME_TOLERANCE = 0.005  # psutil create_time has clock-tick (10 ms) resolution
-
-
-def same_identity(recorded: float | None, actual: float) -> bool:
-    """True when `actual` create_time is the recorded one (None records prove nothing)."""
-    return recorded is not None and abs(recorded - actual) < CREATE_TIME_TOLERANCE
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
-    """Wait until none of `procs` is alive; never reaps (psutil's wait() would steal our children)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = [p for p in procs if _alive(p)]
-        if not procs:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-
-
-def _boot_ticks() -> tuple[float, int]:
-    return psutil.boot_time(), os.sysconf("SC_CLK_TCK")
-
-
-_BOOT_TIME, _CLK_TCK = _boot_ticks()
-
-
-def _newer_processes(create_time: float) -> list[tuple[int, int, int]]:
-    """(pid, ppid, pgid) of every live process started no earlier than `create_time`.
-
-    Reads /proc/<pid>/stat directly: one small read per process, several
-    times cheaper than a psutil scan, which matters on the restart path.
-    A descendant can never be older than its ancestor, so older ones are skipped.
-    """
-    oldest = int((create_time - _BOOT_TIME) * _CLK_TCK) - 1
-    me = os.getpid()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if pid == me:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        # fields[0] is the state, [1] the ppid, [2] the pgid, [19] the start time in clock ticks
-        if fields[0] in (b"Z", b"X") or int(fields[19]) < oldest:
-            continue
-        out.append((pid, int(fields[1]), int(fields[2])))
-    return out
-
-
-def _has_token(pid: int, token: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read()
-    except OSError:
-        return False
-    return TOKEN_VAR.encode() + b"=" + token in env.split(b"\0")
-
-
 def default_log_dir() -> Path:
     """Where logs go when no log_dir is given: a per-user folder in the temp dir."""
     import tempfile  # here: it pulls in shutil, bz2, lzma and hashlib
@@ -349,11 +267,11 @@ class ProcessManager:
         while time.monotonic() < deadline:
             self._check_unwatched(entry)
             if entry.ended.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-                targets = [p for p in self._tree(entry) if _alive(p)]
+                targets = [p for p in self._tree(entry) if alive(p)]
                 if not targets:
                     break
-                _wait_gone(targets, min(0.1, max(0.0, deadline - time.monotonic())))
-        if not entry.ended.is_set() or any(_alive(p) for p in self._tree(entry)):
+                wait_gone(targets, min(0.1, max(0.0, deadline - time.monotonic())))
+        if not entry.ended.is_set() or any(alive(p) for p in self._tree(entry)):
             self._sweep(entry, _signal.SIGKILL)
             entry.last_signal = "SIGKILL"
         self._check_unwatched(entry)
@@ -397,38 +315,7 @@ class ProcessManager:
             return False
 
     def _tree(self, entry: _Entry, *, group: bool = True, tokens: bool = True) -> list[psutil.Process]:
-        """The process, its descendants, its group members and every process carrying its token."""
-        info = entry.info
-        own_group = group and info.pgid == info.pid
-        token = entry.token.encode() if tokens and entry.token else None
-        newer = _newer_processes(info.create_time)
-        wanted: set[int] = set()
-        try:
-            if same_identity(info.create_time, psutil.Process(info.pid).create_time()):
-                wanted.add(info.pid)
-                children: dict[int, list[int]] = {}
-                for pid, ppid, _ in newer:
-                    children.setdefault(ppid, []).append(pid)
-                todo = [info.pid]
-                while todo:  # descendants, through the parent links
-                    for kid in children.get(todo.pop(), ()):
-                        if kid not in wanted:
-                            wanted.add(kid)
-                            todo.append(kid)
-        except psutil.Error:
-            pass
-        for pid, _, pgid in newer:
-            if pid not in wanted and (
-                (own_group and pgid == info.pgid) or (token and _has_token(pid, token))
-            ):
-                wanted.add(pid)
-        found: list[psutil.Process] = []
-        for pid in wanted:
-            try:
-                found.append(psutil.Process(pid))
-            except psutil.Error:
-                continue
-        return found
+        return process_tree(entry.info, entry.token, group=group, tokens=tokens)
 
     def _signal_all(self, entry: _Entry, targets: list[psutil.Process], sig: int) -> None:
         info = entry.info
@@ -446,11 +333,11 @@ class ProcessManager:
     def _sweep(self, entry: _Entry, sig: int, rounds: int = 5) -> None:
         """Signal the whole tree until none of it is left alive (zombies count as dead)."""
         for _ in range(rounds):
-            targets = [p for p in self._tree(entry) if _alive(p)]
+            targets = [p for p in self._tree(entry) if alive(p)]
             if not targets:
                 return
             self._signal_all(entry, targets, sig)
-            _wait_gone(targets, 1.0)
+            wait_gone(targets, 1.0)
 
     # ------------------------------------------------------------- queries
 
@@ -594,7 +481,7 @@ class ProcessManager:
             return entry.popen.poll() is None
         try:
             proc = psutil.Process(entry.info.pid)
-            return same_identity(entry.info.create_time, proc.create_time()) and _alive(proc)
+            return same_identity(entry.info.create_time, proc.create_time()) and alive(proc)
         except psutil.Error:
             return False
 
@@ -653,7 +540,7 @@ class ProcessManager:
             if entry.stop_requested:
                 return  # kill() escalates itself
             info = entry.info
-            group_left = info.pgid == info.pid and _group_exists(info.pgid)
+            group_left = info.pgid == info.pid and group_exists(info.pgid)
             if group_left:
                 self._stop_leftovers(entry, self._tree(entry, tokens=False))
             entry.swept.set()
@@ -665,7 +552,7 @@ class ProcessManager:
             entry.swept.set()
 
     def _stop_leftovers(self, entry: _Entry, leftovers: list[psutil.Process]) -> None:
-        leftovers = [p for p in leftovers if _alive(p)]
+        leftovers = [p for p in leftovers if alive(p)]
         if not leftovers:
             return
         config = entry.config
@@ -676,14 +563,14 @@ class ProcessManager:
                 proc.send_signal(sig)
             except psutil.Error:
                 pass
-        _wait_gone(leftovers, config.stop_timeout if config else 10.0)
+        wait_gone(leftovers, config.stop_timeout if config else 10.0)
         for proc in leftovers:
-            if _alive(proc):
+            if alive(proc):
                 try:
                     proc.kill()
                 except psutil.Error:
                     pass
-        _wait_gone(leftovers, 5.0)
+        wait_gone(leftovers, 5.0)
 
     def _rotation_targets(self) -> list[tuple[str, int, int]]:
         with self._lock:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import psutil
 
-from .manager import same_identity
+from .proctree import same_identity
 from .records import ProcessInfo
 
 #: pid 0 in a scan result: the port is held, but by a process we cannot see.

@@ -32,7 +32,7 @@ from . import signals
 from .config import ServerConfig, SpawnConfig
 from .errors import DuplicateProcessError, IdentityMismatch, ProcessNotFound, StateStoreError
 from .leader import owner_alive, owner_name
-from .manager import same_identity
+from .proctree import same_identity
 from .records import ProcessInfo
 from .restart import backoff_delay, describe_exit
 from .store import StoredProcessInfo
