@@ -183,8 +183,10 @@ def test_a_death_after_its_spawner_is_gone_is_seen_and_recorded_as_exit_code_unk
         wait_until(lambda i=inst: i.call("status")["w"] == {
             "status": "crashed", "pid": None, "running": False, "restarts": 0, "last_exit_code": None},
             SEEN_WITHIN, f"{inst.name} sees w crashed, exit code unknown")
-    history = open_store(a_state(a)).history("w", 1)[0]
-    assert history.event == "crashed" and history.pid == w and history.exit_code is None
+    # the status changes first, the history entry is written right after it
+    history = wait_until(lambda: [e for e in open_store(a_state(a)).history("w", 1) if e.event == "crashed"],
+                         SEEN_WITHIN, "the crash in the history")[0]
+    assert history.pid == w and history.exit_code is None
     died = wait_for_event(c, "process_died")
     assert [e["instance"] for e in died if e["event"] == "process_died"] == ["A"]
     a.kill()  # now the leader goes too: C takes over v, same pid

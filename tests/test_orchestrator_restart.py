@@ -45,8 +45,10 @@ def test_backoff_delays_follow_the_formula(orch):
     assert len(exits) == 5 and len(starts) == 5
     waits = [starts[k + 1] - exits[k] for k in range(4)]
     expected = [0.0, 0.1, 0.2, 0.3]  # k=1 at once, then 0.1 * 2**(k-2), capped at 0.3
+    # The recorder hears process_exit after the orchestrator's own receiver, which may
+    # already have started the immediate first restart: a few ms "before" the exit.
     for got, want in zip(waits, expected, strict=True):
-        assert want - 0.01 <= got <= want + 0.25, (waits, expected)
+        assert want - 0.05 <= got <= want + 0.25, (waits, expected)
     restarting = [p for _, p in rec.named("server_restarting")]
     assert [p["attempt"] for p in restarting] == [1, 2, 3, 4]
     assert [p["delay"] for p in restarting] == expected
