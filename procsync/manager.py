@@ -36,7 +36,15 @@ from . import signals
 from .config import SpawnConfig, command_text, signal_name
 from .errors import DuplicateProcessError, IdentityMismatch, ProcessNotFound, SpawnError
 from .logs import LogRotator
-from .proctree import TOKEN_VAR, alive, group_exists, process_tree, same_identity, wait_gone
+from .proctree import (
+    TOKEN_VAR,
+    alive,
+    group_exists,
+    process_alive,
+    process_tree,
+    same_identity,
+    wait_gone,
+)
 from .records import KillResult, ProcessInfo
 
 log = logging.getLogger(__name__)
@@ -479,11 +487,7 @@ class ProcessManager:
     def _still_alive(self, entry: _Entry) -> bool:
         if entry.popen is not None:
             return entry.popen.poll() is None
-        try:
-            proc = psutil.Process(entry.info.pid)
-            return same_identity(entry.info.create_time, proc.create_time()) and alive(proc)
-        except psutil.Error:
-            return False
+        return process_alive(entry.info.pid, entry.info.create_time)
 
     def _exited(self, entry: _Entry) -> None:
         """A pidfd became readable: the process ended."""

@@ -30,12 +30,12 @@ from . import signals
 from .config import HealthCheck, check_id
 from .errors import ConfigError
 from .health import DEFAULT_HOST, STOP_SLICE, probe_tcp, run_health_check
+from .proctree import same_identity
 from .records import ProcessInfo, ProcessStatus
 
 log = logging.getLogger(__name__)
 
 HEALTH_STATES = ("healthy", "unhealthy", "unresponsive", "dead", "unknown")
-CREATE_TIME_TOLERANCE = 0.005  # psutil create_time has clock-tick (10 ms) resolution
 POOL_SIZE = 16  # threads for http and command checks in one tick
 STOP_JOIN = 0.1  # seconds stop() waits for the thread
 MANAGER_GRACE = 0.1  # seconds a death may wait for the manager to record it
@@ -314,10 +314,10 @@ class ProcessMonitor:
             created = fresh.create_time()
         except psutil.NoSuchProcess:
             return None
-        if info.create_time is not None and abs(created - info.create_time) >= CREATE_TIME_TOLERANCE:
+        if info.create_time is not None and not same_identity(info.create_time, created):
             return None  # the pid now belongs to another process
         cached = self._procs.get(info.pid)
-        if cached is not None and abs(cached.create_time() - created) < CREATE_TIME_TOLERANCE:
+        if cached is not None and same_identity(cached.create_time(), created):
             fresh = cached
         try:
             if fresh.status() == psutil.STATUS_ZOMBIE:

@@ -44,13 +44,14 @@ from .logs import tail_lines
 from .manager import ProcessManager
 from .monitor import ProcessMonitor
 from .ports import owner_of, tracked_processes
+from .proctree import process_alive
 from .records import ActionResult
 from .recovery import RecoveryMixin
 from .server_state import ACTIVE, LOG_TAIL, ServerState, fail, now
 from .starting import StartMixin
 from .status import StatusMixin
 from .store import ProcessStateStore, SQLiteStateStore, StoredProcessInfo, open_store
-from .sync import InstanceSync, process_alive
+from .sync import InstanceSync
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import psutil
 
-from .proctree import same_identity
+from .proctree import process_alive, same_identity
 from .records import ProcessInfo
 
 #: pid 0 in a scan result: the port is held, but by a process we cannot see.
@@ -176,14 +176,8 @@ def terminate(proc: psutil.Process, created: float, group: bool, timeout: float)
     last signal's name, or None when nothing was sent.
     """
 
-    def alive() -> bool:
-        try:
-            return same_identity(created, proc.create_time()) and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
     def send(sig: int) -> bool:
-        if not alive():
+        if not process_alive(proc.pid, created):
             return False
         try:
             if group:
@@ -198,12 +192,12 @@ def terminate(proc: psutil.Process, created: float, group: bool, timeout: float)
         return None
     last = "SIGTERM"
     deadline = time.monotonic() + timeout
-    while alive() and time.monotonic() < deadline:
+    while process_alive(proc.pid, created) and time.monotonic() < deadline:
         time.sleep(0.01)
-    if alive() and send(_signal.SIGKILL):
+    if process_alive(proc.pid, created) and send(_signal.SIGKILL):
         last = "SIGKILL"
         deadline = time.monotonic() + 5.0
-        while alive() and time.monotonic() < deadline:
+        while process_alive(proc.pid, created) and time.monotonic() < deadline:
             time.sleep(0.01)
     return last
 

@@ -26,6 +26,17 @@ def same_identity(recorded: float | None, actual: float) -> bool:
     return recorded is not None and abs(recorded - actual) < CREATE_TIME_TOLERANCE
 
 
+def process_alive(pid: int | None, create_time: float | None) -> bool:
+    """True when `pid` runs and is the process created at `create_time` (zombies are dead)."""
+    if not pid or create_time is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return same_identity(create_time, proc.create_time()) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -144,6 +155,7 @@ __all__ = [
     "TOKEN_VAR",
     "alive",
     "group_exists",
+    "process_alive",
     "process_tree",
     "same_identity",
     "wait_gone",

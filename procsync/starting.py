@@ -19,10 +19,11 @@ from . import signals
 from .config import HealthCheck, ServerConfig
 from .errors import ConfigError, DuplicateProcessError, SpawnError
 from .health import port_open, run_health_check
+from .proctree import process_alive
 from .records import ActionResult, ProcessInfo
 from .restart import decide, describe_exit
 from .server_state import ACTIVE, LOG_TAIL, READY_POLL, ServerState, fail, now
-from .sync import process_alive, taken_message
+from .sync import taken_message
 
 if TYPE_CHECKING:  # pragma: no cover
     from .orchestrator import ServerOrchestrator

@@ -26,13 +26,11 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from . import signals
 from .config import ServerConfig, SpawnConfig
 from .errors import DuplicateProcessError, IdentityMismatch, ProcessNotFound, StateStoreError
 from .leader import owner_alive, owner_name
-from .proctree import same_identity
+from .proctree import process_alive
 from .records import ProcessInfo
 from .restart import backoff_delay, describe_exit
 from .store import StoredProcessInfo
@@ -56,17 +54,6 @@ def _same(old: StoredProcessInfo | None, new: StoredProcessInfo | None) -> bool:
     if old is None or new is None:
         return old is new
     return dataclasses.replace(old, updated_at=None) == dataclasses.replace(new, updated_at=None)
-
-
-def process_alive(pid: int | None, create_time: float | None) -> bool:
-    """True when `pid` runs and is the process created at `create_time` (zombies are dead)."""
-    if not pid or create_time is None:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        return same_identity(create_time, proc.create_time()) and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 class Taken(Exception):

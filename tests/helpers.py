@@ -8,6 +8,7 @@ left its process group or was reparented to PID 1.
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -69,6 +70,19 @@ def marked_processes() -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def running_counts() -> collections.Counter[str]:
+    """PROCSYNC_ID -> how many live processes of this test run carry it."""
+    counts: collections.Counter[str] = collections.Counter()
+    for proc in marked_processes():
+        try:
+            sid = proc.environ().get("PROCSYNC_ID")
+        except psutil.Error:
+            continue
+        if sid:
+            counts[sid] += 1
+    return counts
 
 
 def kill_marked() -> list[str]:
@@ -166,6 +180,7 @@ __all__ = [
     "fill_backlog",
     "kill_marked_after_grace",
     "marked_processes",
+    "running_counts",
     "PY",
     "free_port",
     "ignore_term_code",

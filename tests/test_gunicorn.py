@@ -6,7 +6,6 @@ whichever worker accepts them.
 
 from __future__ import annotations
 
-import collections
 import http.client
 import json
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import free_port, kill_marked, marked_processes, wait_until
+from helpers import free_port, kill_marked, running_counts, wait_until
 
 from procsync import ServerOrchestrator
 
@@ -67,17 +66,6 @@ def call_api(port: int, method: str, path: str) -> tuple[int, dict]:
     finally:
         conn.close()
 
-
-def running_counts() -> collections.Counter[str]:
-    counts: collections.Counter[str] = collections.Counter()
-    for proc in marked_processes():
-        try:
-            sid = proc.environ().get("PROCSYNC_ID")
-        except psutil.Error:
-            continue
-        if sid:
-            counts[sid] += 1
-    return counts
 
 
 @pytest.fixture

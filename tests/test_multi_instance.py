@@ -9,7 +9,7 @@ import threading
 
 import psutil
 import pytest
-from helpers import is_gone, kill_marked, marked_processes, wait_until
+from helpers import is_gone, kill_marked, running_counts, wait_until
 from instance_driver import Instance
 
 from procsync import ServerOrchestrator
@@ -24,18 +24,6 @@ SEEN_WITHIN = 1.5  # the promise is one second; a little slack for a loaded mach
 def sleeper(**extra):
     return {"command": [SLEEP, "600"], "stop_timeout": 5, **extra}
 
-
-def running_counts() -> collections.Counter[str]:
-    """PROCSYNC_ID -> how many live processes of this test run carry it."""
-    counts: collections.Counter[str] = collections.Counter()
-    for proc in marked_processes():
-        try:
-            sid = proc.environ().get("PROCSYNC_ID")
-        except psutil.Error:
-            continue
-        if sid:
-            counts[sid] += 1
-    return counts
 
 
 @pytest.fixture
