@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,10 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from others import CIRCUSD, PM2, SUPERVISORD, free_port
 
-TOOLS = Path(__file__).resolve().parent / ".tools"  # made by bench/setup-tools.sh
-BENCH_VENV = Path(os.environ.get("BENCH_VENV", TOOLS / "venv"))
-PM2 = Path(os.environ.get("PM2_BIN", TOOLS / "node_modules" / ".bin" / "pm2"))
 MARK = "PROCSYNC_FOOTPRINT_MARK"
 RUN = uuid.uuid4().hex[:12]  # every marker of this run starts with it
 START_DEADLINE = 60.0
@@ -93,11 +90,6 @@ class Footprint:
     cpu_percent: float
     restart_ok: bool
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
@@ -245,7 +237,7 @@ def start_supervisord(work: Path, script: Path, count: int) -> Started:
         "process_name=%(program_name)s_%(process_num)02d\nautorestart=true\n"
         "stopasgroup=true\nkillasgroup=true\n"
     )
-    proc = popen([str(BENCH_VENV / "bin" / "supervisord"), "-c", str(conf)], work)
+    proc = popen([str(SUPERVISORD), "-c", str(conf)], work)
     return Started(proc.pid, lambda: terminate(proc))
 
 
@@ -258,7 +250,7 @@ def start_circus(work: Path, script: Path, count: int) -> Started:
         "statsd = false\n"
         f"[watcher:child]\ncmd = /bin/sh {script}\nnumprocesses = {count}\n"
     )
-    proc = popen([str(BENCH_VENV / "bin" / "circusd"), str(conf)], work)
+    proc = popen([str(CIRCUSD), str(conf)], work)
     return Started(proc.pid, lambda: terminate(proc))
 
 
@@ -312,8 +304,8 @@ def kill_leftovers(prefix: str) -> list[int]:
 
 TOOLS: list[tuple[str, Callable[[Path, Path, int], Started], Path | None, str]] = [
     ("procsync", start_procsync, None, "autorestart=always, monitor interval 3 s"),
-    ("supervisord", start_supervisord, BENCH_VENV / "bin" / "supervisord", "numprocs=N, autorestart=true"),
-    ("circus", start_circus, BENCH_VENV / "bin" / "circusd", "numprocesses=N, defaults"),
+    ("supervisord", start_supervisord, SUPERVISORD, "numprocs=N, autorestart=true"),
+    ("circus", start_circus, CIRCUSD, "numprocesses=N, defaults"),
     ("pm2", start_pm2, PM2, "N apps, fork mode, defaults"),
 ]
 

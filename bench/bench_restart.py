@@ -21,7 +21,6 @@ import argparse
 import os
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,16 +29,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parent / ".tools"  # made by bench/setup-tools.sh
-BENCH_VENV = Path(os.environ.get("BENCH_VENV", TOOLS / "venv"))
-PM2 = Path(os.environ.get("PM2_BIN", TOOLS / "node_modules" / ".bin" / "pm2"))
+from others import CIRCUSD, PM2, SUPERVISORD, free_port
+
 SETTLE = 1.5  # seconds between kills: past supervisord's startsecs=1 and our stable_after
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Fifo:
@@ -111,7 +104,7 @@ def bench_supervisord(work: Path, script: Path, fifo: Fifo, kills: int) -> list[
     proc: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
-        proc.append(subprocess.Popen([str(BENCH_VENV / "bin" / "supervisord"), "-c", str(conf)],
+        proc.append(subprocess.Popen([str(SUPERVISORD), "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     return measure(fifo, kills, start, lambda: _terminate(proc))
@@ -130,7 +123,7 @@ def bench_circus(work: Path, script: Path, fifo: Fifo, kills: int) -> list[float
     proc: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
-        proc.append(subprocess.Popen([str(BENCH_VENV / "bin" / "circusd"), str(conf)],
+        proc.append(subprocess.Popen([str(CIRCUSD), str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     return measure(fifo, kills, start, lambda: _terminate(proc))
@@ -171,8 +164,8 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     notes: dict[str, str] = {}
     for name, runner, note in runners:
-        tool = {"supervisord": BENCH_VENV / "bin" / "supervisord",
-                "circus": BENCH_VENV / "bin" / "circusd", "pm2": PM2}.get(name)
+        tool = {"supervisord": SUPERVISORD,
+                "circus": CIRCUSD, "pm2": PM2}.get(name)
         if tool is not None and not tool.exists():
             print(f"skipping {name}: {tool} is not installed", file=sys.stderr)
             continue
