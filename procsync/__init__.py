@@ -10,6 +10,7 @@ from .errors import (
     IdentityMismatch,
     ProcessNotFound,
     ProcSyncError,
+    ProtectedProcessError,
     SpawnError,
     StateStoreError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ProcessNotFound",
     "ProcessStateStore",
     "ProcessStatus",
+    "ProtectedProcessError",
     "SQLiteStateStore",
     "ServerConfig",
     "ServerOrchestrator",

@@ -1,8 +1,9 @@
 """File helpers of the state stores: atomic writes, lock files, moving bad files aside.
 
 A crash at any instant leaves a file written by `atomic_write` either old or
-new, never torn; `reserve_aside` names the `<path>.corrupt-<UTC time>` copy
-of a file whose content could not be used.
+new, never torn; it is readable by its owner only (mode 0600). `reserve_aside`
+names the `<path>.corrupt-<UTC time>` copy of a file whose content could not
+be used.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import StateStoreError
+
+FILE_MODE = 0o600  # state files hold command lines and history: readable by their owner only
 
 
 def utc_stamp() -> str:
@@ -52,11 +55,10 @@ def temp_prefix(path: Path) -> str:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so a crash at any instant leaves the old file or the new one."""
     tmp = path.with_name(f"{temp_prefix(path)}{os.getpid()}-{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.fchmod(fd, os.stat(path).st_mode & 0o777)
+            os.fchmod(fd, FILE_MODE)  # owner only, whatever the umask or the old file's mode
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -82,7 +84,7 @@ def read_all(fd: int) -> bytes:
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive `flock` on `lock_path` (created if missing) for the block."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -91,6 +93,7 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
 
 
 __all__ = [
+    "FILE_MODE",
     "atomic_write",
     "exclusive_lock",
     "fsync_dir",

@@ -19,10 +19,11 @@ from urllib.parse import quote, urlsplit
 
 import click
 
-from .client import ApiClient, ClientError, connect_host, error_text
-from .config import HealthCheck, ServerConfig, SpawnConfig, command_text
+from .client import ApiClient, ClientError, auth_token, connect_host, error_text, read_timeout
+from .config import HealthCheck, ServerConfig, SpawnConfig
 from .configfile import ConfigFileError, LoadedConfig, Settings, load_config
 from .errors import ConfigError, ProcSyncError
+from .redact import shown_command
 
 DEFAULT_CONFIG = "procsync.toml"
 ACTION_TIMEOUT = 600.0  # start waits for readiness on the server side (start_timeout)
@@ -103,7 +104,11 @@ def make_client(config: str, url: str | None) -> ApiClient:
         settings = load_or_fail(config).settings
     if settings is None:
         settings = Settings.defaults(".")
-    token = os.environ.get("PROCSYNC_AUTH_TOKEN") or settings.auth_token
+    token = auth_token(settings.auth_token)
+    try:
+        timeout = read_timeout()
+    except ValueError as err:
+        raise BadConfig(str(err)) from None
     if url:
         parts = urlsplit(url)
         if parts.path in ("", "/"):
@@ -111,7 +116,7 @@ def make_client(config: str, url: str | None) -> ApiClient:
     else:
         url = f"http://{connect_host(settings.host)}:{settings.port}{settings.url_prefix}"
     try:
-        return ApiClient(url, token, hint=f"procsync serve -c {config}")
+        return ApiClient(url, token, hint=f"procsync serve -c {config}", timeout=timeout)
     except ValueError as err:
         raise BadConfig(f"--url: {err}") from None
 
@@ -200,18 +205,24 @@ def procsync_cli() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on (default: [procsync] port, 8420; 0 picks one).")
 @click.option("--stop-on-exit", is_flag=True, help="Stop the servers when procsync serve exits.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print server events.")
-def serve(config: str, host: str | None, port: int | None, stop_on_exit: bool, quiet: bool) -> None:
+@click.option("--allow-remote-without-token", "allow_remote", is_flag=True,
+              help="Listen on a non-loopback --host even though no auth token is set (insecure).")
+def serve(config: str, host: str | None, port: int | None, stop_on_exit: bool, quiet: bool,
+          allow_remote: bool) -> None:
     """Run the servers and the dashboard.
 
     Starts the servers with autostart = true, serves the dashboard and the JSON API,
     and prints a line per start, stop, crash and restart. Ctrl-C or SIGTERM stops
     procsync (the servers keep running unless --stop-on-exit); SIGHUP reloads the config.
+    The token is PROCSYNC_AUTH_TOKEN, else auth_token; without one, serve listens on
+    loopback addresses only (unless --allow-remote-without-token).
     """
     from .serve import run_serve
 
     loaded = load_or_fail(config)
     try:
-        code = run_serve(loaded, host=host, port=port, stop_on_exit=stop_on_exit, quiet=quiet)
+        code = run_serve(loaded, host=host, port=port, stop_on_exit=stop_on_exit, quiet=quiet,
+                         allow_remote_without_token=allow_remote)
     except ConfigError as err:
         raise BadConfig(str(err)) from None
     except ProcSyncError as err:
@@ -404,7 +415,7 @@ def describe_health(health: HealthCheck | None, ports: tuple[int, ...]) -> str:
         return f"http {health.http}" + (f" (status {health.expect_status})" if health.expect_status else "")
     if health.tcp:
         return f"tcp port {health.tcp}"
-    return f"command {command_text(health.command or ())}"
+    return f"command {shown_command(health.command or ())}"
 
 
 def runtime_warnings(server_id: str, config: ServerConfig) -> list[str]:
@@ -453,7 +464,7 @@ def check(config: str) -> None:
         restart = c.autorestart
         if restart != "no":
             restart += f" (max {c.max_restarts}, backoff {c.backoff_initial:g}s..{c.backoff_max:g}s)"
-        rows = [["command", command_text(c.command) + ("  (shell)" if c.shell else "")],
+        rows = [["command", shown_command(c.command) + ("  (shell)" if c.shell else "")],
                 ["cwd", c.cwd or "(current directory)"],
                 ["ports", ", ".join(map(str, c.ports)) or "-"],
                 ["health", describe_health(c.health if isinstance(c.health, HealthCheck) else None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
+import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +19,28 @@ from urllib.parse import urlsplit
 from .errors import ProcSyncError
 
 READ_TIMEOUT = 10.0
+#: Environment variables the client (and `procsync serve`) read.
+TOKEN_ENV = "PROCSYNC_AUTH_TOKEN"
+TIMEOUT_ENV = "PROCSYNC_TIMEOUT"
+
+
+def auth_token(configured: str | None) -> str | None:
+    """The API token: ``PROCSYNC_AUTH_TOKEN`` if set and not empty, else the config's `auth_token`."""
+    return os.environ.get(TOKEN_ENV) or configured
+
+
+def read_timeout() -> float:
+    """Seconds to wait for an answer: ``PROCSYNC_TIMEOUT`` (a positive number) or 10."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return READ_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise ValueError(f"{TIMEOUT_ENV}: must be a positive number of seconds, not {raw!r}")
+    return value
 
 
 class ClientError(ProcSyncError):
@@ -48,7 +72,8 @@ class ServerUnreachable(ClientError):
 class ApiClient:
     """Speaks to the JSON API of a running `procsync serve` (or any app with the extension)."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, hint: str | None = None) -> None:
+    def __init__(self, base_url: str, token: str | None = None, *, hint: str | None = None,
+                 timeout: float = READ_TIMEOUT) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{base_url!r} is not an http(s) URL")
@@ -56,6 +81,7 @@ class ApiClient:
         self.parts = parts
         self.token = token
         self.hint = hint  # how to start a server, added to ServerUnreachable messages
+        self.timeout = timeout  # connect and read, for calls and for a stream's first answer
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         kind = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
@@ -72,14 +98,14 @@ class ApiClient:
         return ServerUnreachable(f"cannot reach procsync at {self.base_url}: {reason}{hint}")
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             timeout: float = READ_TIMEOUT) -> tuple[int, Any]:
-        """(HTTP status, decoded JSON) for `path` under <prefix>/api."""
+             timeout: float | None = None) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON) for `path` under <prefix>/api (`timeout`: default self.timeout)."""
         data = None
         headers = self._headers()
         if method == "POST":
             data = json.dumps(body or {}).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connection(timeout)
+        conn = self._connection(self.timeout if timeout is None else timeout)
         try:
             conn.request(method, f"{self.parts.path.rstrip('/')}/api{path}", body=data, headers=headers)
             response = conn.getresponse()
@@ -108,11 +134,16 @@ class ApiClient:
         return data
 
     def stream(self, path: str) -> Iterator[tuple[str, str]]:
-        """(event, data) pairs of an SSE stream, until the server closes it."""
-        conn = self._connection(READ_TIMEOUT)
+        """(event, data) pairs of an SSE stream, until the server closes it.
+
+        The timeout covers connecting and the first answer only: once the stream is
+        open, a quiet log is not an error and the stream is read until it ends.
+        """
+        conn = self._connection(self.timeout)
         try:
             conn.request("GET", f"{self.parts.path.rstrip('/')}/api{path}",
                          headers=self._headers({"Accept": "text/event-stream"}))
+            sock = conn.sock  # getresponse() drops conn.sock when the response owns the connection
             response = conn.getresponse()
             if response.status != 200:
                 raw = response.read()
@@ -123,8 +154,8 @@ class ApiClient:
                 if response.status == 401:
                     raise AuthError(f"{data.get('message', 'unauthorized')}: set PROCSYNC_AUTH_TOKEN")
                 raise ApiFailure(error_text(data, response.status), response.status, data)
-            if conn.sock is not None:
-                conn.sock.settimeout(None)  # a quiet log is not an error
+            if sock is not None:
+                sock.settimeout(None)  # a quiet log is not an error: wait for lines until Ctrl-C
             event = "message"
             data_lines: list[str] = []
             while True:
@@ -167,5 +198,5 @@ def error_text(data: Any, status: int) -> str:
     return f"HTTP {status}"
 
 
-__all__ = ["ApiClient", "ApiFailure", "AuthError", "ClientError", "ServerUnreachable", "connect_host",
-           "error_text"]
+__all__ = ["TIMEOUT_ENV", "TOKEN_ENV", "ApiClient", "ApiFailure", "AuthError", "ClientError",
+           "ServerUnreachable", "auth_token", "connect_host", "error_text", "read_timeout"]

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import signals
-from .config import ServerConfig, check_id
+from .config import MAX_SECONDS, ServerConfig, check_id, check_url
 from .errors import ConfigError, ProcSyncError
+from .redact import MASK, remember_expansion
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8420
@@ -32,6 +32,20 @@ WEBHOOK_KEYS = ("url", "events", "secret")
 DEFAULT_WEBHOOK_EVENTS = tuple(name for name in signals.ALL if name != "health_check")
 
 _VAR = re.compile(r"\$\$\{|\$\{([^}:]*)(?::-([^}]*))?\}")
+#: A url_prefix: '/'-separated segments of URL-safe characters (RFC 3986 "unreserved").
+_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def url_prefix_problem(prefix: Any) -> str | None:
+    """Why `prefix` cannot be a URL prefix, or None: '/' or '/a/b' of URL-safe names only."""
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        return f"must be a path starting with '/', not {prefix!r}"
+    segments = prefix.strip("/").split("/")
+    if prefix != "/" and ("//" in prefix or not all(
+            _PREFIX_SEGMENT.fullmatch(part) and part not in (".", "..") for part in segments)):
+        return (f"{prefix[:80]!r} may only hold '/'-separated names of ASCII letters, digits, "
+                "'-', '_', '.' and '~'")
+    return None
 
 
 class ConfigFileError(ConfigError):
@@ -157,6 +171,16 @@ def expand_vars(value: str, what: str = "value") -> str:
     return _VAR.sub(substitute, value)
 
 
+def mask_vars(value: str | list[str]) -> str | list[str]:
+    """`value` with each ${NAME} (or ${NAME:-default}) as ``***``: how procsync shows it expanded."""
+    def mask(match: re.Match[str]) -> str:
+        return "${" if match.group(0) == "$${" else MASK
+
+    if isinstance(value, str):
+        return _VAR.sub(mask, value)
+    return [_VAR.sub(mask, part) for part in value]
+
+
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
     """' (did you mean 'x'?)' when `word` is close to one of `choices`, else ''."""
     import difflib
@@ -220,6 +244,8 @@ class _TomlReader:
     def path_value(self, table: str, key: str, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
             raise self.error(table, key, f"must be a path (a non-empty string), not {value!r}")
+        if "\0" in value:
+            raise self.error(table, key, f"contains a NUL byte (at character {value.index(chr(0)) + 1})")
         return str(self.folder / Path(value).expanduser())
 
     def read_settings(self, table: Any) -> Settings:
@@ -235,12 +261,16 @@ class _TomlReader:
                 values[key] = self.path_value("procsync", key, table[key])
         if "interval" in table:
             interval = table["interval"]
-            if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            if (isinstance(interval, bool) or not isinstance(interval, int | float)
+                    or not interval > 0):  # NaN is not above 0 either
                 raise self.error("procsync", "interval", f"must be a number of seconds above 0, not {interval!r}")
+            if interval > MAX_SECONDS:  # infinity too
+                raise self.error("procsync", "interval", f"must be at most {MAX_SECONDS:g} seconds, not {interval!r}")
             values["interval"] = float(interval)
         if "host" in table:
             host = table["host"]
-            if not isinstance(host, str) or not host.strip():
+            if (not isinstance(host, str) or not host.strip()
+                    or any(c.isspace() or not c.isprintable() for c in host.strip())):
                 raise self.error("procsync", "host", f"must be a host name or address, not {host!r}")
             values["host"] = host.strip()
         if "port" in table:
@@ -249,15 +279,23 @@ class _TomlReader:
                 raise self.error("procsync", "port", f"{port!r} is not a port number (1..65535)")
             values["port"] = port
         if "auth_token" in table:
-            values["auth_token"] = self.secret_value("procsync", "auth_token", table["auth_token"])
+            token = self.secret_value("procsync", "auth_token", table["auth_token"])
+            if not all(33 <= ord(c) <= 126 for c in token):  # it travels in an HTTP header
+                raise self.error("procsync", "auth_token",
+                                 "must be printable ASCII without spaces (it is sent in an HTTP header)")
+            values["auth_token"] = token
         if "url_prefix" in table:
-            prefix = table["url_prefix"]
-            if not isinstance(prefix, str) or not prefix.startswith("/") or "?" in prefix or "#" in prefix:
-                raise self.error("procsync", "url_prefix", f"must be a path starting with '/', not {prefix!r}")
-            values["url_prefix"] = prefix.rstrip("/")
+            values["url_prefix"] = self.url_prefix(table["url_prefix"])
         if "webhooks" in table:
             values["webhooks"] = self.read_webhooks(table["webhooks"])
         return Settings(**{**_fields_of(base), **values})
+
+    def url_prefix(self, prefix: Any) -> str:
+        """'/' or '/a/b': segments of letters, digits, '-', '_', '.', '~' (no '.' or '..')."""
+        problem = url_prefix_problem(prefix)
+        if problem:
+            raise self.error("procsync", "url_prefix", problem)
+        return prefix.rstrip("/")
 
     def secret_value(self, table: str, key: str, value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -290,9 +328,10 @@ class _TomlReader:
             url = hook["url"]
             if isinstance(url, str):
                 url = self.expand("procsync", f"{key}.url", url)
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-                raise self.error("procsync", f"{key}.url", f"{hook['url']!r} is not an http(s) URL")
+            try:
+                check_url("", f"{key}.url", url)
+            except ConfigError:
+                raise self.error("procsync", f"{key}.url", f"{hook['url']!r} is not an http(s) URL") from None
             events = hook.get("events")
             if events is not None:
                 if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
@@ -324,6 +363,9 @@ class _TomlReader:
                 self.expand(name, "command", part) if isinstance(part, str) else part
                 for part in values["command"]
             ]
+        command = table.get("command")
+        if isinstance(command, str) or (isinstance(command, list) and all(isinstance(c, str) for c in command)):
+            remember_expansion(values["command"], mask_vars(command))  # shown with each ${VAR} as ***
         if isinstance(values.get("env"), dict):
             values["env"] = {
                 key: self.expand(name, f"env.{key}", value) if isinstance(value, str) else value
@@ -372,6 +414,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "DEFAULT_URL_PREFIX",
+    "url_prefix_problem",
     "LoadedConfig",
     "Settings",
     "Webhook",

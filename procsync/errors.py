@@ -59,6 +59,14 @@ class IdentityMismatch(ProcSyncError):
         self.pid = pid
 
 
+class ProtectedProcessError(IdentityMismatch):
+    """A pid procsync never adopts or signals: PID 1, its own process or one of its ancestors."""
+
+    def __init__(self, process_id: str, pid: int, why: str) -> None:
+        super().__init__(process_id, pid, f"is {why}; procsync never adopts or signals it")
+        self.why = why
+
+
 class StateStoreError(ProcSyncError):
     """The state store cannot be read or written at all (not bad content: that is moved aside)."""
 
@@ -84,6 +92,7 @@ __all__ = [
     "IdentityMismatch",
     "ProcSyncError",
     "ProcessNotFound",
+    "ProtectedProcessError",
     "SpawnError",
     "StateStoreError",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO
 from urllib.parse import urlsplit
 
-from .config import HealthCheck
+from .config import HealthCheck, child_environ
 
 DEFAULT_HOST = "127.0.0.1"
 STOP_SLICE = 0.05  # seconds between looks at `should_stop` while probes are pending
@@ -259,6 +259,7 @@ def check_command(
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                env=child_environ(),
                 start_new_session=True,
                 close_fds=True,
             )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import socket
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+log = logging.getLogger("procsync.leader")
 
 _TOKEN = re.compile(r"^(?P<name>.*) \[pid (?P<pid>\d+) @(?P<ct>\d+(?:\.\d+)?)\]$")
 _OLD_TOKEN = re.compile(r"^pid (?P<pid>\d+)$")  # written before instances had names
@@ -106,6 +109,7 @@ class LeaderLock:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._open_error: int | None = None  # the errno already warned about, so a tick doesn't repeat it
 
     @property
     def is_leader(self) -> bool:
@@ -114,26 +118,37 @@ class LeaderLock:
             return self._fd is not None
 
     def try_acquire(self, name: str) -> bool:
-        """Take the lock if it is free (never waits); True when held afterwards."""
+        """Take the lock if it is free (never waits); True when held afterwards.
+
+        A lock file procsync cannot open (a directory in its place, no permission)
+        is logged once as a warning: this instance then never leads.
+        """
         with self._lock:
             if self._fd is not None:
                 return True
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError:
-                return False
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                return False
-            self._fd = fd
-            with contextlib.suppress(OSError):
-                data = (name + "\n").encode()
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, data, 0)
-            return True
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as err:
+                repeated, self._open_error = err.errno == self._open_error, err.errno
+                failure = err
+            else:
+                self._open_error = None
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    return False
+                self._fd = fd
+                with contextlib.suppress(OSError):
+                    data = (name + "\n").encode()
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, data, 0)
+                return True
+        if not repeated:
+            log.warning("cannot open the leader lock file %s: %s; this instance cannot lead until it can",
+                        self.path, failure.strerror or failure)
+        return False
 
     def release(self) -> None:
         """Give the lock up (safe to call when not held)."""
@@ -171,6 +186,7 @@ class LeaderLock:
     def forget_after_fork(self) -> None:
         """In a forked child: drop the inherited descriptor without unlocking the parent's lock."""
         self._lock = threading.Lock()
+        self._open_error = None
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):

@@ -9,12 +9,21 @@ then writes at the new end, so it never notices; only bytes written in the
 microseconds between the last copy and the truncate could be lost. A write
 that is in flight during the truncate lands past the new end, behind a hole
 of NUL bytes (its start is in the copy); readers drop the NULs.
+
+Symbolic links are never followed at the log's own name: a log path that is
+a link is refused when a process is spawned (`open_log`), rotation neither
+truncates nor writes through a link (the log and its `.N` copies), and
+readers open logs with O_NOFOLLOW, so a link planted at a log's name cannot
+make procsync write to, or show, another file. A log directory procsync
+creates is made with mode 0700 (an existing one is left alone).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,29 +31,125 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+DIR_MODE = 0o700  # a log directory procsync creates
+FILE_MODE = 0o600  # a log file (or rotated copy) procsync creates
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class LogFileError(OSError):
+    """A log path procsync will not use (a symbolic link, a directory, a pipe)."""
+
+
+def ensure_log_dir(directory: str | os.PathLike[str]) -> None:
+    """Create `directory` and its missing parents with mode 0700; leave existing ones alone."""
+    path = Path(directory)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+        else:
+            os.chmod(folder, DIR_MODE)  # the umask may have taken bits away; never adds any
+
+
+def open_log(path: str | os.PathLike[str]) -> int:
+    """A write-only, append-only descriptor of the log file `path` (created 0600 if missing).
+
+    Never follows a symbolic link at `path`: LogFileError says so, naming the
+    path. Only a regular file (or a character device such as /dev/null) is used.
+    """
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW,
+                     FILE_MODE)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise LogFileError(err.errno, f"log file {name!r} is a symbolic link; procsync does "
+                               "not write through links (remove it or point log_file at the "
+                               "real file)", name) from None
+        if err.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise LogFileError(err.errno, f"log file {name!r} is not a regular file", name) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            raise LogFileError(errno.EINVAL, f"log file {name!r} is not a regular file", name)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_for_reading(path: str | os.PathLike[str], *, quiet: bool = False) -> int | None:
+    """A read-only descriptor of the regular file `path`, never through a link; None if none.
+
+    A link at `path` is logged as a warning unless `quiet` (a poller asks often).
+    """
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW)
+    except OSError as err:
+        if err.errno == errno.ELOOP and not quiet:
+            log.warning("not reading log %s: it is a symbolic link", os.fspath(path))
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def rotate(path: str | os.PathLike[str], backups: int) -> bool:
-    """Rotate `path` to `path.1` … `path.<backups>` and empty it; False if there was nothing."""
+    """Rotate `path` to `path.1` … `path.<backups>` and empty it; False if there was nothing.
+
+    No link is followed: a log that is a link is not rotated (LogFileError),
+    older copies are renamed (a link is moved, never written through), and
+    `path.1` is created anew (O_EXCL) after whatever had its name is removed.
+    """
     path = Path(path)
     try:
-        src = open(path, "rb")  # noqa: SIM115 - closed below
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW)
     except FileNotFoundError:
         return False
-    with src:
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise LogFileError(err.errno, f"log file {str(path)!r} is a symbolic link; "
+                               "not rotated", str(path)) from None
+        raise
+    with open(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LogFileError(errno.EINVAL, f"log file {str(path)!r} is not a regular file; "
+                               "not rotated", str(path))
         if backups <= 0:
-            os.truncate(path, 0)
+            os.ftruncate(fd, 0)
             return True
         for n in range(backups - 1, 0, -1):
             older = path.with_name(f"{path.name}.{n}")
-            if older.exists():
+            try:  # rename moves a link itself, never its target
                 os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+            except FileNotFoundError:
+                continue
         first = path.with_name(f"{path.name}.1")
-        with open(first, "wb") as dst:
+        try:
+            os.unlink(first)  # only when backups == 1 (else it was just renamed away)
+        except FileNotFoundError:
+            pass
+        out = os.open(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
+        with open(out, "wb") as dst:
             while True:  # copy until a read finds nothing new, then truncate at once
                 chunk = src.read(CHUNK)
                 if not chunk:
-                    os.truncate(path, 0)
+                    os.ftruncate(fd, 0)
                     break
                 dst.write(chunk)
     return True
@@ -66,11 +171,10 @@ def tail_lines(path: str | os.PathLike[str] | None, lines: int = 100) -> list[st
 
 
 def _tail_one(path: Path, lines: int) -> list[str]:
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+    fd = open_for_reading(path)
+    if fd is None:
         return []
-    with f:
+    with open(fd, "rb") as f:
         f.seek(0, os.SEEK_END)
         end = f.tell()
         data = b""
@@ -95,6 +199,7 @@ class LogRotator:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._refused: set[str] = set()  # paths already warned about
 
     def start(self) -> None:
         with self._lock:
@@ -109,10 +214,16 @@ class LogRotator:
         rotated = 0
         for path, max_bytes, backups in self._targets():
             try:
-                if os.stat(path).st_size > max_bytes and rotate(path, backups):
+                st = os.lstat(path)
+                if (stat.S_ISLNK(st.st_mode) or st.st_size > max_bytes) and rotate(path, backups):
                     rotated += 1
+                self._refused.discard(path)
             except FileNotFoundError:
                 continue
+            except LogFileError as err:
+                if path not in self._refused:  # once, not every second
+                    self._refused.add(path)
+                    log.warning("%s", err.strerror)
             except OSError:
                 log.exception("rotating %s failed", path)
         return rotated
@@ -131,4 +242,5 @@ class LogRotator:
             thread.join(timeout=5)
 
 
-__all__ = ["LogRotator", "rotate", "tail_lines"]
+__all__ = ["LogFileError", "LogRotator", "ensure_log_dir", "open_for_reading", "open_log", "rotate",
+           "tail_lines"]

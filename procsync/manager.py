@@ -10,8 +10,11 @@ those: never ``waitpid(-1)``) and for adopted processes alike.
 Every child's environment carries ``PROCSYNC_ID`` and a per-spawn
 ``PROCSYNC_SPAWN`` token; a stop kills the process group, the descendants
 and any process carrying the token, so a grandchild that called setsid()
-does not survive to hold the port. No pid is signalled unless its
-create_time still matches the one recorded.
+does not survive to hold the port. An adopted process's sweep stays inside
+what is provably its own: its group and session (when it leads them) and its
+token, never a walk of its descendants. No pid is signalled unless its
+create_time still matches the one recorded, and PID 1, the host process and
+its ancestors are never adopted nor signalled.
 """
 
 from __future__ import annotations
@@ -33,19 +36,27 @@ from typing import NoReturn
 import psutil
 
 from . import signals
-from .config import SpawnConfig, command_text, signal_name
-from .errors import DuplicateProcessError, IdentityMismatch, ProcessNotFound, SpawnError
-from .logs import LogRotator
+from .config import SpawnConfig, child_environ, signal_name
+from .errors import (
+    DuplicateProcessError,
+    IdentityMismatch,
+    ProcessNotFound,
+    ProtectedProcessError,
+    SpawnError,
+)
+from .logs import LogFileError, LogRotator, ensure_log_dir, open_log
 from .proctree import (
     TOKEN_VAR,
     alive,
     group_exists,
     process_alive,
     process_tree,
+    protected_reason,
     same_identity,
     wait_gone,
 )
 from .records import KillResult, ProcessInfo
+from .redact import shown_command
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +103,7 @@ class ProcessManager:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread: threading.Thread | None = None
         self._rotator = LogRotator(self._rotation_targets)
+        self._missing_logs: set[tuple[str, int]] = set()  # (id, pid) whose log was deleted, warned
         self._closed = False
 
     # ----------------------------------------------------------------- spawn
@@ -122,14 +134,14 @@ class ProcessManager:
             self._spawn_failed(config, f"working directory {config.cwd!r} does not exist")
         log_path = Path(config.log_file) if config.log_file else self.log_dir / f"{config.id}.log"
         token = os.urandom(16).hex()
-        env = dict(os.environ)
-        if config.env:
-            env.update(config.env)
+        env = child_environ(config.env)  # procsync's own secrets stay in procsync
         env[ID_VAR] = config.id
         env[TOKEN_VAR] = token
         try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            ensure_log_dir(log_path.parent)  # 0700 when we create it
+            log_fd = open_log(log_path)  # never through a symbolic link
+        except LogFileError as err:
+            self._spawn_failed(config, err.strerror or str(err))
         except OSError as err:
             self._spawn_failed(config, f"cannot open log file {str(log_path)!r}: {err.strerror}")
         try:
@@ -162,7 +174,7 @@ class ProcessManager:
             id=config.id,
             pid=popen.pid,
             pgid=popen.pid,
-            command=command_text(config.command),
+            command=shown_command(config.command),  # secrets masked
             cwd=config.cwd,
             start_time=datetime.now(UTC),
             create_time=create_time,
@@ -179,7 +191,7 @@ class ProcessManager:
         error = SpawnError(config.id, problem)
         signals.send(
             signals.process_error, self, id=config.id, pid=None, error=str(error),
-            command=command_text(config.command),
+            command=shown_command(config.command),  # secrets masked
         )
         raise error
 
@@ -201,9 +213,19 @@ class ProcessManager:
     ) -> ProcessInfo:
         """Track a live process this manager did not spawn (e.g. after a restart of the host).
 
-        Raises ProcessNotFound when `pid` is not alive, IdentityMismatch when its
-        create_time differs from `create_time`, DuplicateProcessError when `id` runs.
+        `create_time` is the proof that `pid` is the process meant. Without one,
+        only a process that carries a procsync spawn marker (``PROCSYNC_SPAWN``
+        in its environment: a process some procsync spawned) is adopted.
+
+        Raises ProcessNotFound when `pid` is not alive; ProtectedProcessError
+        (an IdentityMismatch) for PID 1, this process or one of its ancestors;
+        IdentityMismatch when its create_time differs from `create_time`, or
+        when `create_time` is None and it carries no spawn marker;
+        DuplicateProcessError when `id` runs.
         """
+        why = protected_reason(pid)
+        if why is not None:
+            raise ProtectedProcessError(id, pid, why)
         try:
             proc = psutil.Process(pid)
             actual = proc.create_time()
@@ -215,9 +237,12 @@ class ProcessManager:
             except psutil.AccessDenied:
                 token = None
             if command is None:
-                command = " ".join(proc.cmdline())
+                command = shown_command(proc.cmdline())
         except (psutil.NoSuchProcess, ProcessLookupError):
             raise ProcessNotFound(id, f"live process with pid {pid} for") from None
+        if create_time is None and not token:
+            raise IdentityMismatch(id, pid, "has no create time to prove it is the process meant and "
+                                   "carries no procsync spawn marker; not adopted")
         if create_time is not None and not same_identity(create_time, actual):
             raise IdentityMismatch(id, pid, f"was created at {actual}, not at the recorded {create_time}")
         config = SpawnConfig(
@@ -264,6 +289,11 @@ class ProcessManager:
         config = entry.config
         stop_timeout = timeout if timeout is not None else (config.stop_timeout if config else 10.0)
         stop_sig = _signal.Signals[signal_name(config.stop_signal if config else "SIGTERM", id)]
+        why = protected_reason(info.pid)
+        if why is not None:
+            self._mark_ended(entry, None)
+            return KillResult(False, id, info.pid, None, None,
+                              f"pid {info.pid} is {why}; procsync never signals it")
         if not self._verify(entry):
             self._mark_ended(entry, None)
             return KillResult(False, id, info.pid, None, None,
@@ -323,11 +353,22 @@ class ProcessManager:
             return False
 
     def _tree(self, entry: _Entry, *, group: bool = True, tokens: bool = True) -> list[psutil.Process]:
-        return process_tree(entry.info, entry.token, group=group, tokens=tokens)
+        """What a stop or a cleanup of `entry` may signal (protected pids are never in it).
+
+        A process spawned here: its descendants, group, session and token. An
+        adopted one: only what provably is that server's, its token and, when
+        it leads them, its group and (with a token: a procsync spawn) session;
+        never a walk of the descendants of a pid someone else started.
+        """
+        if entry.popen is not None:
+            return process_tree(entry.info, entry.token, group=group, tokens=tokens, session=group)
+        return process_tree(entry.info, entry.token, group=group, tokens=tokens, descendants=False,
+                            session=group and entry.token is not None)
 
     def _signal_all(self, entry: _Entry, targets: list[psutil.Process], sig: int) -> None:
         info = entry.info
-        if info.pgid == info.pid and not entry.ended.is_set() and self._verify(entry):
+        if (info.pgid == info.pid and not entry.ended.is_set() and self._verify(entry)
+                and protected_reason(info.pgid) is None and info.pgid != os.getpgid(0)):
             try:
                 os.killpg(info.pgid, sig)
             except (ProcessLookupError, PermissionError):
@@ -543,6 +584,8 @@ class ProcessManager:
         try:
             if entry.stop_requested:
                 return  # kill() escalates itself
+            if entry.popen is None and not entry.token:
+                return  # adopted, not a procsync spawn: with its process gone, nothing is provably its
             info = entry.info
             group_left = info.pgid == info.pid and group_exists(info.pgid)
             if group_left:
@@ -577,12 +620,23 @@ class ProcessManager:
         wait_gone(leftovers, 5.0)
 
     def _rotation_targets(self) -> list[tuple[str, int, int]]:
+        """The logs of live processes, for the rotator; warns once about a log deleted under one."""
         with self._lock:
-            return [
-                (e.info.log_file, e.config.log_max_bytes, e.config.log_backups)
-                for e in self._entries.values()
-                if not e.ended.is_set() and e.info.log_file and e.config is not None
-            ]
+            entries = [e for e in self._entries.values() if not e.ended.is_set()]
+        targets, live = [], set()
+        for e in entries:
+            path, config, key = e.info.log_file, e.config, (e.info.id, e.info.pid)
+            if not path or config is None:
+                continue
+            targets.append((path, config.log_max_bytes, config.log_backups))
+            live.add(key)
+            if key not in self._missing_logs and not os.path.lexists(path):
+                self._missing_logs.add(key)
+                log.warning("server %r (pid %s) keeps running, but its log file %s was deleted: "
+                            "its output is lost until it is restarted (a start creates the file "
+                            "and its folder again)", key[0], key[1], path)
+        self._missing_logs &= live
+        return targets
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -42,8 +43,9 @@ MANAGER_GRACE = 0.1  # seconds a death may wait for the manager to record it
 
 
 def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name}: must be a number of seconds greater than 0, not {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+            or not math.isfinite(value)):
+        raise ValueError(f"{name}: must be a finite number of seconds greater than 0, not {value!r}")
     return float(value)
 
 
@@ -142,6 +144,7 @@ class ProcessMonitor:
         self._procs: dict[int, psutil.Process] = {}  # kept between ticks: cpu_percent baselines
         self._thread: threading.Thread | None = None
         self._stop_event: threading.Event | None = None
+        self._wake = threading.Event()  # set by watch(): check a new process now, not next interval
         signals.process_exit.connect(self._on_process_exit, sender=manager)
 
     # ------------------------------------------------------------ config
@@ -152,7 +155,9 @@ class ProcessMonitor:
 
         Ports come from the manager's ProcessInfo. For `start_timeout`
         seconds after the process started, failing checks make it
-        "unhealthy" but never "unresponsive".
+        "unhealthy" but never "unresponsive". A running monitor thread checks
+        at once (not at its next interval), so a server that is still starting
+        shows what its checks see, with their error.
         """
         check_id(id)
         if isinstance(health, Mapping):
@@ -168,6 +173,7 @@ class ProcessMonitor:
         with self._lock:
             self._watches[id] = _Watch(health, float(start_timeout))
             self._ignored.discard(id)
+        self._wake.set()
 
     def unwatch(self, id: str) -> None:
         """Stop checking `id` and forget its status, until `watch(id)` is called again."""
@@ -220,6 +226,7 @@ class ProcessMonitor:
             thread, self._thread = self._thread, None
         if stop is not None:
             stop.set()
+            self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=STOP_JOIN)
 
@@ -231,7 +238,13 @@ class ProcessMonitor:
 
     def _run(self, stop: threading.Event) -> None:
         next_at = time.monotonic()
-        while not stop.wait(max(0.0, next_at - time.monotonic())):
+        while not stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self._wake.wait(delay)  # woken early when a process is watched: check it now
+            if stop.is_set():
+                return
+            self._wake.clear()
             started = time.monotonic()
             try:
                 self._tick(stop)

@@ -38,7 +38,7 @@ from blinker import Signal
 from . import forks, signals
 from .autorestart import AutoRestartMixin
 from .config import ServerConfig, as_server_config, command_text
-from .errors import ConfigError, ProcessNotFound
+from .errors import ConfigError, ProcessNotFound, StateStoreError
 from .leader import InstanceId, LeaderLock, leader_path
 from .logs import tail_lines
 from .manager import ProcessManager
@@ -91,6 +91,9 @@ class ServerOrchestrator(StartMixin, RecoveryMixin, AutoRestartMixin, StatusMixi
         self._webhooks: Any = None  # a procsync.webhooks.WebhookDispatcher, made by add_webhook()
         self._owner = self.instance.token  # the store's `owner` of our records
         self.leader: LeaderLock = LeaderLock(leader_path(getattr(self.store, "path", state_path)))
+        # every spawn carries it (STATE_VAR), so a process spawned just before this host died,
+        # and never recorded, is found again by initialize()
+        self._state_key = os.path.realpath(getattr(self.store, "path", state_path))
         self._sync: InstanceSync = InstanceSync(self)
         self._forked_from: int | None = None
         signals.process_exit.connect(self._on_process_exit, sender=self.manager, weak=False)
@@ -554,6 +557,9 @@ class ServerOrchestrator(StartMixin, RecoveryMixin, AutoRestartMixin, StatusMixi
     def _safe(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except StateStoreError as err:  # the disk: no traceback per write (it may be full too)
+            log.warning("state store call %s failed: %s", getattr(fn, "__name__", fn), err)
+            return None
         except Exception:
             log.exception("state store call %s failed", getattr(fn, "__name__", fn))
             return None

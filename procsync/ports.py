@@ -5,21 +5,21 @@ one psutil scan. When several processes share one listening socket (a
 pre-fork server's master and workers), the pid reported is the one that is
 not a child of another holder, i.e. the master. The other helpers answer
 the questions the orchestrator asks about such a pid: is it the process we
-recorded (`identify`), does it belong to a server we run (`owner_of`), and
-how to stop it safely (`terminate`).
+recorded (`identify`: by create time only, never by command line), does it
+belong to a server we run (`owner_of`), and how to stop it safely
+(`terminate`, which never signals a protected pid).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import signal as _signal
 import time
 from collections.abc import Iterable, Mapping
 
 import psutil
 
-from .proctree import process_alive, same_identity
+from .proctree import process_alive, protected_reason, same_identity
 from .records import ProcessInfo
 
 #: pid 0 in a scan result: the port is held, but by a process we cannot see.
@@ -104,25 +104,14 @@ def pgid_of(pid: int) -> int | None:
         return None
 
 
-def command_matches(recorded: str, cmdline: list[str]) -> bool:
-    """Whether a live process's argv is the recorded command (run directly or by a shell)."""
-    if not cmdline or not recorded:
-        return False
-    try:
-        if shlex.split(recorded) == cmdline:
-            return True
-    except ValueError:
-        pass
-    candidates = {" ".join(cmdline), shlex.join(cmdline)}
-    if len(cmdline) >= 3 and cmdline[-2] == "-c":
-        candidates.add(cmdline[-1])
-    return recorded in candidates
+def identify(pid: int, create_time: float | None) -> tuple[str, float | None]:
+    """Is live `pid` the process recorded with `create_time`? Its create time is the only proof.
 
-
-def identify(pid: int, create_time: float | None, command: str) -> tuple[str, float | None]:
-    """Is live `pid` the process recorded with `create_time` (or, lacking one, `command`)?
-
-    Returns ("dead" | "same" | "unproven", the live create_time or None).
+    Returns (outcome, the live create_time or None), the outcome one of
+    "dead"; "same"; "unproven" (another create time: the pid was reused);
+    "unverified" (alive, but the record has no create time, so nothing can
+    prove it is the recorded process: a matching command line proves nothing);
+    "protected" (PID 1, this process or an ancestor, see `protected_reason`).
     """
     try:
         proc = psutil.Process(pid)
@@ -133,13 +122,11 @@ def identify(pid: int, create_time: float | None, command: str) -> tuple[str, fl
         return "dead", None
     except psutil.Error:
         return "unproven", None
-    if create_time is not None:
-        return ("same" if same_identity(create_time, actual) else "unproven"), actual
-    try:
-        cmdline = proc.cmdline()
-    except psutil.Error:
-        return "unproven", actual
-    return ("same" if command_matches(command, cmdline) else "unproven"), actual
+    if protected_reason(pid) is not None:
+        return "protected", actual
+    if create_time is None:
+        return "unverified", actual
+    return ("same" if same_identity(create_time, actual) else "unproven"), actual
 
 
 def tracked_processes(infos: Iterable[ProcessInfo]) -> dict[int, str]:
@@ -172,9 +159,13 @@ def owner_of(pid: int, tracked: Mapping[int, str]) -> str | None:
 def terminate(proc: psutil.Process, created: float, group: bool, timeout: float) -> str | None:
     """SIGTERM `proc` (its whole group when `group`), SIGKILL after `timeout` s.
 
-    Never signals a pid whose create_time is no longer `created`. Returns the
-    last signal's name, or None when nothing was sent.
+    Never signals a pid whose create_time is no longer `created`, nor a
+    protected pid (`protected_reason`), nor the process group procsync runs
+    in. Returns the last signal's name, or None when nothing was sent.
     """
+    if protected_reason(proc.pid) is not None:
+        return None
+    group = group and proc.pid != os.getpgid(0)
 
     def send(sig: int) -> bool:
         if not process_alive(proc.pid, created):
@@ -204,7 +195,6 @@ def terminate(proc: psutil.Process, created: float, group: bool, timeout: float)
 
 __all__ = [
     "UNKNOWN_PID",
-    "command_matches",
     "describe_pid",
     "identify",
     "listening_ports",

@@ -45,7 +45,7 @@ class ActionResult:
     message: str
     pid: int | None = None
     code: str | None = None  # on failure: unknown, already_running, already_stopped, port_in_use,
-    #                          start_failed, start_timeout, stop_failed, bad_config
+    #                          start_failed, start_cancelled, start_timeout, stop_failed, bad_config
 
 
 @dataclass(frozen=True, slots=True)

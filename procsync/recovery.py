@@ -1,9 +1,14 @@
 """Recovery at `initialize()`: adopt the live processes the store records, end the dead ones.
 
 A record is settled (adopted or marked ended) only by the instance that owns
-it, or by the leader once its owner is gone; a live pid that cannot be proven
-to be the recorded process is never adopted nor signalled: it shows as an
-orphan when it holds one of the server's ports.
+it, or by the leader once its owner is gone. A live pid is adopted only when
+its create time matches the record's; one that cannot be proven to be the
+recorded process is never adopted nor signalled: it shows as an orphan when
+it holds one of the server's ports. A live record without a create time
+("unverified") or naming PID 1, this process or an ancestor ("protected") is
+reported (a warning, a "not_adopted" history entry, the server's message and
+the `initialized` payload) and kept in the store until a start of that id
+replaces it.
 """
 
 # Methods here annotate `self` as the ServerOrchestrator they are mixed into, so mypy checks
@@ -14,14 +19,32 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from . import signals
-from .errors import DuplicateProcessError, IdentityMismatch, ProcessNotFound
+from .config import command_text
+from .errors import (
+    DuplicateProcessError,
+    IdentityMismatch,
+    ProcessNotFound,
+    ProtectedProcessError,
+    StateStoreError,
+)
 from .leader import owner_alive
-from .ports import listening_sockets
+from .ports import listening_sockets, pgid_of, terminate
+from .proctree import (
+    Spawned,
+    process_alive,
+    protected_reason,
+    same_identity,
+    spawns_for_state,
+)
 from .records import ProcessInfo
 from .server_state import ACTIVE, LIVE_RECORD, classify, now
+from .store import StoredProcessInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     from .orchestrator import ServerOrchestrator
@@ -43,24 +66,90 @@ class RecoveryMixin:
                 return
             self._initialized = True
         self.leader.try_acquire(self.instance.name)
-        records = self.store.load()
-        recovered: list[str] = []
-        ended: list[str] = []
-        orphaned: list[str] = []
+        records = self._claim_unrecorded(self.store.load())
+        lists: dict[str, list[str]] = {name: [] for name in
+                                       ("adopted", "ended", "orphaned", "unverified", "protected")}
         for sid, record in records.items():
             with self._lock:
                 registered = sid in self._servers
                 if not registered:
                     self._pending[sid] = record
             if registered:
-                outcome = self._recover(sid, record)
+                outcomes = self._recover(sid, record).split("+")
             else:
-                outcome = self._recover_unregistered(sid, record)
-            {"adopted": recovered, "ended": ended, "orphaned": orphaned}.get(outcome, []).append(sid)
+                outcomes = [self._recover_unregistered(sid, record)]
+            for outcome in outcomes:
+                lists.get(outcome, []).append(sid)
         self._sync.prime(records)
         self.monitor.start(self.interval)
         self._sync.start()
-        signals.send(signals.initialized, self, recovered=recovered, ended=ended, orphaned=orphaned)
+        signals.send(signals.initialized, self, recovered=lists["adopted"], ended=lists["ended"],
+                     orphaned=lists["orphaned"], unverified=lists["unverified"],
+                     protected=lists["protected"])
+
+    def _claim_unrecorded(self: ServerOrchestrator, records: dict[str, Any]) -> dict[str, Any]:
+        """Find spawns of this state file that no record names, and settle each; the records after.
+
+        A host killed between spawning a server and recording it leaves such a
+        process. It carries this state file, its id and its spawn token in its
+        environment, so it is provably ours: it is recorded (and then adopted by the
+        ordinary recovery) when its id runs nothing else; otherwise, or when only what
+        it left behind still runs, it is stopped. The decision is taken under the
+        store's lock, which a live instance holds from its spawn to its record.
+        """
+        records = dict(records)
+        proven = {(r.pid, r.create_time) for r in records.values() if r.pid}
+        for spawn in spawns_for_state(self._state_key):
+            with self._lock:
+                server = self._servers.get(spawn.id)
+            if server is None or (spawn.top is not None and _names(proven, spawn.top)):
+                continue  # the ordinary recovery adopts it
+            decision: list[str] = []
+
+            def claim(old: Any, spawn: Spawned = spawn, config: Any = server.config,
+                      decision: list[str] = decision) -> Any:
+                top = spawn.top
+                if top is not None and old is not None and _names({(old.pid, old.create_time)}, top):
+                    decision.append("recorded")  # its instance recorded it meanwhile
+                    return old
+                if top is None or (old is not None and old.status in ACTIVE
+                                   and process_alive(old.pid, old.create_time)):
+                    decision.append("stop")
+                    return old
+                decision.append("record")
+                pid, created = top
+                return StoredProcessInfo(
+                    id=spawn.id, pid=pid, command=command_text(config.command), cwd=config.cwd,
+                    start_time=datetime.fromtimestamp(created, UTC), status="running",
+                    ports=tuple(config.ports), create_time=created, pgid=pgid_of(pid),
+                    log_file=self.log_path(spawn.id), owner=self._owner)
+
+            try:
+                record = self.store.update_process(spawn.id, claim)
+            except StateStoreError as err:
+                log.warning("server %r: cannot record pid %s found running: %s", spawn.id,
+                            spawn.top and spawn.top[0], err)
+                continue
+            if decision == ["record"] and record is not None:
+                log.warning("server %r: pid %s was spawned but never recorded (procsync stopped "
+                            "in between); recorded now and adopted", spawn.id, record.pid)
+                records[spawn.id] = record
+            elif decision == ["stop"]:
+                self._stop_unrecorded(spawn)
+        return records
+
+    def _stop_unrecorded(self: ServerOrchestrator, spawn: Spawned) -> None:
+        """Stop what an unrecorded spawn left running: a second copy, or leftovers of an ended one."""
+        pids = ", ".join(str(pid) for pid, _ in spawn.members)
+        log.warning("server %r: stopping pid(s) %s, spawned but never recorded, as %s", spawn.id,
+                    pids, "its top has ended" if spawn.top is None else "the server runs already")
+        for pid, created in spawn.members:
+            try:
+                terminate(psutil.Process(pid), created, group=False, timeout=2.0)
+            except psutil.Error:
+                continue
+        self._history(spawn.id, "stopped", pid=spawn.top[0] if spawn.top else None,
+                      reason=f"stopped pid(s) {pids}: spawned but never recorded")
 
     def _ensure_initialized(self: ServerOrchestrator) -> None:
         """Recover before the first start: a start must never duplicate a recorded live process."""
@@ -78,7 +167,12 @@ class RecoveryMixin:
         return "ended"
 
     def _recover(self: ServerOrchestrator, sid: str, record: Any) -> str:
-        """Adopt, end or disown one stored record of a registered server; the outcome's name."""
+        """Adopt, end or disown one stored record of a registered server; the outcome's name.
+
+        Outcomes: adopted, ended, orphaned, dropped, inactive, pending, and for
+        a record left alone, unverified or protected, each with "+orphaned"
+        when that pid holds one of the server's ports.
+        """
         with self._lock:
             server = self._servers.get(sid)
             if server is None:
@@ -117,6 +211,8 @@ class RecoveryMixin:
             except ProcessNotFound:
                 self._record_ended_while_away(sid, record)
                 return "ended"
+            except ProtectedProcessError:
+                kind = "protected"
             except IdentityMismatch:
                 kind = "unproven"
             except DuplicateProcessError:
@@ -128,6 +224,9 @@ class RecoveryMixin:
         ports = tuple(config.ports) or tuple(record.ports)
         held = {port for port, pids in listening_sockets().items() if record.pid in pids}
         holding = [p for p in ports if p in held]
+        if kind in ("unverified", "protected"):
+            self._not_adopted(sid, record, kind, holding)
+            return f"{kind}+orphaned" if holding else kind
         if holding:
             with self._lock:
                 server.status = "stopped"
@@ -142,6 +241,25 @@ class RecoveryMixin:
                     sid, record.pid)
         self._safe(self.store.remove_process, sid)
         return "dropped"
+
+    def _not_adopted(self: ServerOrchestrator, sid: str, record: Any, kind: str,
+                     holding: list[int]) -> None:
+        """Report a live record that is never adopted; it stays in the store for the user to clear."""
+        if kind == "protected":
+            why = (f"pid {record.pid} is {protected_reason(record.pid) or 'protected'}, which "
+                   "procsync never adopts or signals")
+        else:
+            why = (f"the record of pid {record.pid} has no create time, so nothing proves that pid "
+                   "is still the recorded process (a matching command line proves nothing)")
+        port = f" (it holds port {holding[0]}, so it shows as an orphan)" if holding else ""
+        message = (f"not adopted: {why}; the process is left alone and never signalled{port}. "
+                   f"Start {sid!r} to replace the record")
+        with self._lock:
+            server = self._servers.get(sid)
+            if server is not None:
+                server.message = message
+        log.warning("server %r: %s", sid, message)
+        self._history(sid, "not_adopted", pid=record.pid, reason=message)
 
     def _record_ended_while_away(self: ServerOrchestrator, sid: str, record: Any) -> None:
         reason = "ended while procsync was not watching it (exit code unknown)"
@@ -185,6 +303,12 @@ class RecoveryMixin:
         self.monitor.watch(sid, health=config.health, start_timeout=0.0)
         self._persist(sid)
         self._history(sid, "adopted", pid=info.pid, reason=reason)
+
+
+def _names(records: set[tuple[int, float | None]], process: tuple[int, float]) -> bool:
+    """Whether one of the (pid, create_time) `records` is the live `process`."""
+    pid, created = process
+    return any(p == pid and same_identity(ct, created) for p, ct in records)
 
 
 __all__ = ["RecoveryMixin"]

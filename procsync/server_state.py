@@ -28,10 +28,10 @@ def fail(message: str, code: str, pid: int | None = None) -> ActionResult:
 
 
 def classify(record: Any) -> tuple[str, float | None]:
-    """("inactive" | "dead" | "same" | "unproven", live create_time) for a stored record."""
+    """("inactive" or an outcome of `ports.identify`, live create_time) for a stored record."""
     if record.status not in LIVE_RECORD or not record.pid:
         return "inactive", None
-    return identify(record.pid, record.create_time, record.command)
+    return identify(record.pid, record.create_time)
 
 
 @dataclasses.dataclass(eq=False)

@@ -31,7 +31,8 @@ status_change = _ns.signal(
 process_died = _ns.signal("process_died", doc="sender: ProcessMonitor; id, pid, exit_code")
 
 # Sent by ServerOrchestrator.
-initialized = _ns.signal("initialized", doc="sender: ServerOrchestrator; recovered, ended, orphaned")
+initialized = _ns.signal("initialized", doc="sender: ServerOrchestrator; recovered, ended, orphaned, "
+                         "unverified, protected")
 server_started = _ns.signal("server_started", doc="sender: ServerOrchestrator; id, pid")
 server_stopped = _ns.signal("server_stopped", doc="sender: ServerOrchestrator; id, pid, exit_code")
 server_restarting = _ns.signal(

@@ -11,6 +11,8 @@ so a stop or a newer start that came meanwhile wins.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from . import signals
 from .config import HealthCheck, ServerConfig
 from .errors import ConfigError, DuplicateProcessError, SpawnError
 from .health import port_open, run_health_check
-from .proctree import process_alive
+from .proctree import STATE_VAR, process_alive
 from .records import ActionResult, ProcessInfo
 from .restart import decide, describe_exit
 from .server_state import ACTIVE, LOG_TAIL, READY_POLL, ServerState, fail, now
@@ -27,6 +29,8 @@ from .sync import taken_message
 
 if TYPE_CHECKING:  # pragma: no cover
     from .orchestrator import ServerOrchestrator
+
+log = logging.getLogger("procsync.orchestrator")  # its records keep the orchestrator's logger name
 
 
 
@@ -75,11 +79,24 @@ class StartMixin:
         return server.generation
 
     def _launch(self: ServerOrchestrator, server: ServerState, gen: int, *, wait: bool, automatic: bool) -> ActionResult:
-        """Check, spawn and (maybe) wait for readiness: the rest of a start after `_begin`."""
+        """Check, spawn and (maybe) wait for readiness: the rest of a start after `_begin`.
+
+        Whatever this raises ends the start as "crashed" with the reason (`_start_raised`):
+        a server never stays "starting" because of an error nobody foresaw.
+        """
+        try:
+            return self._launch_steps(server, gen, wait=wait, automatic=automatic)
+        except Exception as err:
+            return self._start_raised(server, gen, err, automatic)
+
+    def _launch_steps(self: ServerOrchestrator, server: ServerState, gen: int, *, wait: bool,
+                      automatic: bool) -> ActionResult:
         sid, config = server.id, server.config
         try:
             config.check_runtime(sid)
             spawn = config.to_spawn(sid)
+            # the state file it belongs to: found again even if we die before recording it
+            spawn = dataclasses.replace(spawn, env={**(spawn.env or {}), STATE_VAR: self._state_key})
         except ConfigError as err:
             return self._abort(server, gen, str(err), "bad_config", automatic)
         record = self._safe(self.store.get_process, sid)
@@ -94,7 +111,7 @@ class StartMixin:
         with self._lock:
             cancelled = self._closed or server.generation != gen or server.status != "starting"
         if cancelled:
-            return self._abort(server, gen, f"start of {sid!r} was cancelled", "start_failed", automatic)
+            return self._abort(server, gen, f"start of {sid!r} was cancelled", "start_cancelled", automatic)
         try:
             # spawned under the store's cross-process lock: one process however many instances ask
             spawned, taken = self._sync.claim_spawn(sid, spawn, server.restarts)
@@ -123,7 +140,7 @@ class StartMixin:
             tracked = self.manager.get_process(sid)
             if tracked is not None and tracked.pid == info.pid:  # not a newer process of another
                 self.manager.kill(sid)
-            return fail(f"start of {sid!r} was cancelled", "start_failed", info.pid)
+            return fail(f"start of {sid!r} was cancelled", "start_cancelled", info.pid)
         if current:
             self.monitor.watch(sid, health=config.health, start_timeout=config.start_timeout)
             self._persist(sid)
@@ -159,11 +176,59 @@ class StartMixin:
             action()
         return fail(message, code)
 
+    def _start_raised(self: ServerOrchestrator, server: ServerState, gen: int, err: Exception,
+                      automatic: bool) -> ActionResult:
+        """A start of generation `gen` raised: stop what it spawned, record the reason, and leave
+        the server "crashed" (or, for an automatic restart, on to the next attempt or fatal)."""
+        sid = server.id
+        log.error("start of %r failed unexpectedly", sid, exc_info=err)
+        message = f"cannot start {sid!r}: {type(err).__name__}: {err}"
+        with self._lock:
+            current = server.generation == gen and server.status == "starting"
+            if current:
+                # a newer generation first: the exit of anything this start spawned is not reported
+                server.cancel_timers()
+                server.generation += 1
+                server.status = "crashed"
+                server.pid = None
+                server.ready = False
+                server.verdict = server.verdict_at = None
+                server.message = message
+                server.last_failure = message
+                self._changed.notify_all()
+            pid = server.last_pid
+        if not current:  # a stop or a newer start took over; it does the bookkeeping
+            return fail(message, "start_failed")
+        left = self.manager.get_process(sid)
+        if left is not None and left.status == "running":  # spawned before the error: ours
+            pid = left.pid
+            with self._lock:
+                server.last_pid = pid
+            try:
+                self.manager.kill(sid)
+            except Exception:
+                log.exception("could not stop pid %s left by the failed start of %r", pid, sid)
+        after: list[Callable[[], None]] = []
+        with self._lock:
+            if automatic and not self._closed and server.status == "crashed" and server.generation == gen + 1:
+                decision = decide(server.config, server.restarts, None, reason=message)
+                after = self._apply_decision(server, decision, None)
+                self._changed.notify_all()
+        self._persist(sid)
+        self._history(sid, "crashed", pid=pid, reason=message)
+        for action in after:
+            action()
+        return fail(message, "start_failed", None)
+
     @staticmethod
     def _ready_now(config: ServerConfig) -> tuple[bool, str | None]:
-        if isinstance(config.health, HealthCheck):
-            return run_health_check(config.health)
-        closed = [p for p in config.ports if not port_open(p, timeout=0.5)]
+        try:
+            if isinstance(config.health, HealthCheck):
+                return run_health_check(config.health)
+            closed = [p for p in config.ports if not port_open(p, timeout=0.5)]
+        except Exception as err:  # a probe that raises is a failing probe, not a stuck start
+            log.warning("readiness check raised", exc_info=True)
+            return False, f"the check raised {type(err).__name__}: {err}"
         return (not closed, f"port {closed[0]} does not accept connections" if closed else None)
 
     def _await_ready(self: ServerOrchestrator, server: ServerState, gen: int, info: ProcessInfo) -> ActionResult:
@@ -232,7 +297,7 @@ class StartMixin:
             if lines:
                 text += "; last log lines:\n" + "\n".join(lines)
             return fail(text, "start_failed", info.pid)
-        return fail(f"start of {server.id!r} (pid {info.pid}) was cancelled by a stop", "start_failed",
+        return fail(f"start of {server.id!r} (pid {info.pid}) was cancelled by a stop", "start_cancelled",
                      info.pid)
 
 

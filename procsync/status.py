@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import psutil
 
 from . import signals
-from .config import command_text
 from .ports import (
     UNKNOWN_PID,
     describe_pid,
@@ -30,7 +29,9 @@ from .ports import (
     terminate,
     tracked_processes,
 )
+from .proctree import protected_reason
 from .records import KillResult, ServerStatus
+from .redact import redact_text, shown_command
 from .server_state import ACTIVE, ServerState, now
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,8 +86,15 @@ class StatusMixin:
         mon = self.monitor.get_status(s.id) if active else None
         if mon is not None and mon.pid not in (None, s.pid):
             mon = None
+        message = s.message
         if s.status == "starting":
-            health = "unknown"
+            # what the checks see so far (the monitor checks a new process at once), so a
+            # person can tell why it is not ready yet; "unknown" only before any check
+            checked = mon is not None and mon.last_check is not None
+            health = mon.health if checked and mon is not None else "unknown"
+            if checked and mon is not None and mon.error and health != "healthy":
+                waiting = f"not ready yet: {mon.error}"
+                message = f"{message}; {waiting}" if message else waiting
         elif active:
             fresh = mon is not None and mon.last_check is not None and (
                 s.verdict_at is None or mon.last_check > s.verdict_at)
@@ -98,7 +106,7 @@ class StatusMixin:
             id=s.id,
             name=config.name or s.id,
             color=config.color,
-            command=command_text(config.command),
+            command=shown_command(config.command),  # secrets masked
             cwd=config.cwd,
             ports=tuple(config.ports),
             status=s.status,
@@ -115,7 +123,7 @@ class StatusMixin:
             log_file=s.log_file or self._default_log(s.id, config),
             started_at=s.started_at if active else None,
             autorestart=config.autorestart,
-            message=s.message,
+            message=redact_text(message),
             env_keys=tuple(config.env or ()),
         )
 
@@ -133,8 +141,9 @@ class StatusMixin:
             return refuse(f"unknown server {server_id!r}")
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             return refuse(f"{pid!r} is not a process id")
-        if pid == os.getpid() or pid in {p.pid for p in psutil.Process().parents()}:
-            return refuse(f"pid {pid} is this process or one of its parents; not killed")
+        why = protected_reason(pid)
+        if why is not None:
+            return refuse(f"pid {pid} is {why}; procsync never signals it, not killed")
         config = server.config
         if not config.ports:
             return refuse(f"server {server_id!r} has no ports, so it cannot have an orphan")

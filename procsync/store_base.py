@@ -8,7 +8,11 @@ The JSON store (`procsync.store_json`) and the SQLite store
 
 from __future__ import annotations
 
+import bisect
+import errno
+import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,11 +21,15 @@ from typing import Any
 
 from .errors import StateStoreError
 from .records import ProcessInfo
+from .redact import redact_text, shown_command
 
-EVENTS = ("started", "stopped", "exited", "crashed", "restarting", "fatal", "orphan_killed", "adopted")
+EVENTS = ("started", "stopped", "exited", "crashed", "restarting", "fatal", "orphan_killed", "adopted",
+          "not_adopted")
 HISTORY_PER_ID = 200  # events kept per id, oldest dropped first
 LOG_TAIL_LINES = 20  # log lines kept with one event
 LOG_LINE_CHARS = 500  # characters kept of one log line
+
+log = logging.getLogger("procsync.store")  # the documented logger of both stores
 
 Updater = Callable[["StoredProcessInfo | None"], "StoredProcessInfo | None"]
 
@@ -104,6 +112,17 @@ def check_id(value: Any) -> str:
     return value
 
 
+def write_error_reason(err: BaseException) -> str:
+    """The OS's words for why a write failed (`No space left on device`), else the error's text."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        name = errno.errorcode.get(cause.errno or 0)
+        return f"{cause.strerror} ({name})" if name else cause.strerror
+    return str(err)
+
+
 # ---------------------------------------------------------------- records
 
 
@@ -132,6 +151,8 @@ class StoredProcessInfo:
             raise fail("pid", "a positive integer", self.pid)
         if not isinstance(self.command, str):
             raise fail("command", "a string", self.command)
+        # display only (nothing compares it): stored with its secrets masked, see procsync.redact
+        object.__setattr__(self, "command", shown_command(self.command))
         _optional("cwd", self.cwd, isinstance(self.cwd, str), "a string")
         _check_aware("start_time", self.start_time)
         if not isinstance(self.status, str) or not self.status:
@@ -284,6 +305,8 @@ def new_event(server_id: str, event: str, pid: Any, exit_code: Any, reason: Any,
     if not all(isinstance(s, str) for s in tail):
         raise fail("log_tail", "a list of strings", log_tail)
     tail = [s.rstrip("\n")[:LOG_LINE_CHARS] for s in tail[-LOG_TAIL_LINES:]]
+    if isinstance(reason, str):
+        reason = redact_text(reason)
     return HistoryEntry(server_id, event, at or _now(), pid, exit_code, reason, tail)
 
 
@@ -294,6 +317,101 @@ def check_limit(limit: Any) -> int:
     return limit
 
 
+# ---------------------------------------------------------------- writes not made yet
+
+
+RETRY_INTERVAL = 1.0  # seconds between two automatic retries of writes that failed
+
+
+@dataclass(slots=True)
+class PendingWrites:
+    """Changes a store could not write (disk full, read-only), kept until a write works again.
+
+    Reads of the store show them, so the store still tells what procsync did;
+    the next write that works, `flush()`, or the periodic retry in `version()`
+    writes them out. Only what is needed to redo them is kept: the latest
+    entry per id, the events (at most HISTORY_PER_ID per id) and which
+    histories were cleared.
+    """
+
+    entries: dict[str, StoredProcessInfo | None] = field(default_factory=dict)  # None: removed
+    entries_cleared: bool = False
+    events: list[HistoryEntry] = field(default_factory=list)
+    history_cleared: set[str] = field(default_factory=set)
+    all_history_cleared: bool = False
+
+    def __bool__(self) -> bool:
+        return self.has_entries() or self.has_history()
+
+    def __len__(self) -> int:
+        return (len(self.entries) + self.entries_cleared + len(self.events)
+                + len(self.history_cleared) + self.all_history_cleared)
+
+    def has_entries(self) -> bool:
+        return bool(self.entries) or self.entries_cleared
+
+    def has_history(self) -> bool:
+        return bool(self.events) or bool(self.history_cleared) or self.all_history_cleared
+
+    def set_entry(self, id: str, info: StoredProcessInfo | None) -> None:
+        self.entries[id] = info
+
+    def clear_entries(self) -> None:
+        self.entries.clear()
+        self.entries_cleared = True
+
+    def add_event(self, entry: HistoryEntry) -> None:
+        self.events.append(entry)
+        mine = [e for e in self.events if e.id == entry.id]
+        if len(mine) > HISTORY_PER_ID:  # older ones would be dropped by the write anyway
+            oldest = mine[0]
+            self.events.remove(oldest)
+
+    def clear_history(self, id: str | None) -> None:
+        if id is None:
+            self.events.clear()
+            self.history_cleared.clear()
+            self.all_history_cleared = True
+        else:
+            self.events = [e for e in self.events if e.id != id]
+            self.history_cleared.add(id)
+
+    def apply_entries(self, data: dict[str, StoredProcessInfo]) -> dict[str, StoredProcessInfo]:
+        """`data` (what is on disk) with the pending entry changes made."""
+        if not self.has_entries():
+            return data
+        out = {} if self.entries_cleared else dict(data)
+        for id, info in self.entries.items():
+            if info is None:
+                out.pop(id, None)
+            else:
+                out[id] = info
+        return out
+
+    def apply_history(self, data: dict[str, list[HistoryEntry]]) -> dict[str, list[HistoryEntry]]:
+        """`data` (what is on disk) with the pending history changes made."""
+        if not self.has_history():
+            return data
+        if self.all_history_cleared:
+            out: dict[str, list[HistoryEntry]] = {}
+        else:
+            out = {k: v for k, v in data.items() if k not in self.history_cleared}
+        for entry in self.events:
+            items = list(out.get(entry.id, []))
+            bisect.insort(items, entry, key=lambda e: e.at)
+            out[entry.id] = items[-HISTORY_PER_ID:]
+        return out
+
+    def entries_written(self) -> None:
+        self.entries.clear()
+        self.entries_cleared = False
+
+    def history_written(self) -> None:
+        self.events.clear()
+        self.history_cleared.clear()
+        self.all_history_cleared = False
+
+
 # ---------------------------------------------------------------- shared surface
 
 
@@ -301,6 +419,14 @@ class StateStore:
     """The methods both stores share, written once over `update_process` and `_entries`."""
 
     path: Path
+    _pending: PendingWrites
+    _retry_at: float
+    _write_error: str | None
+
+    def _init_pending(self) -> None:
+        self._pending = PendingWrites()
+        self._retry_at = 0.0
+        self._write_error = None  # why the last write failed, while writes fail
 
     def load(self) -> dict[str, StoredProcessInfo]:
         """Every stored process by id (re-read from disk when it changed); never raises on bad content."""
@@ -370,6 +496,39 @@ class StateStore:
     def close(self) -> None:
         """Release what the store holds open (safe to call twice)."""
 
+    # -- writes that failed
+
+    @property
+    def pending_writes(self) -> int:
+        """How many changes are kept in memory because writing them failed (0 when all is saved)."""
+        return len(self._pending)
+
+    def flush(self) -> bool:
+        """Try now to write the changes that failed before; True when nothing is left unwritten."""
+        raise NotImplementedError
+
+    def _retry_due(self) -> bool:
+        return bool(self._pending) and time.monotonic() >= self._retry_at
+
+    def _write_failed(self, what: str, err: BaseException) -> StateStoreError:
+        """Note a failed write (warn once per outage) and return the error to raise."""
+        self._retry_at = time.monotonic() + RETRY_INTERVAL
+        reason = write_error_reason(err)
+        if self._write_error is None:
+            log.warning("cannot write %s: %s; the change is kept in memory (reads show it) and "
+                        "written once writing works again", what, reason)
+        else:
+            log.debug("still cannot write %s: %s", what, reason)
+        self._write_error = reason
+        return StateStoreError(f"cannot write {what}: {reason}; the change is kept in memory "
+                               f"and written once writing works again")
+
+    def _write_resumed(self) -> None:
+        if self._write_error is not None and not self._pending:
+            log.warning("state store %s can be written again; the changes kept in memory are "
+                        "saved", self.path)
+            self._write_error = None
+
     def _entries(self) -> dict[str, StoredProcessInfo]:
         raise NotImplementedError
 
@@ -400,6 +559,8 @@ __all__ = [
     "LOG_LINE_CHARS",
     "LOG_TAIL_LINES",
     "HistoryEntry",
+    "PendingWrites",
+    "RETRY_INTERVAL",
     "StateStore",
     "StoredProcessInfo",
     "Updater",
@@ -411,4 +572,5 @@ __all__ = [
     "parse_time",
     "show",
     "summary",
+    "write_error_reason",
 ]

@@ -10,7 +10,6 @@ the valid entries are kept. See docs/state-file.md.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import fcntl
 import json
@@ -22,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write, read_all, reserve_aside, temp_prefix
+from .atomic import FILE_MODE, atomic_write, read_all, reserve_aside, temp_prefix
 from .errors import StateStoreError
 from .store_base import (
     HISTORY_PER_ID,
@@ -68,7 +67,7 @@ def _salvage_object(text: str) -> dict[str, Any]:
             if not isinstance(key, str) or text[i:i + 1] != ":":
                 return out
             value, i = decoder.raw_decode(text, skip(i + 1))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
             return out
         out[key] = value
         i = skip(i)
@@ -89,6 +88,9 @@ def _decode(raw: bytes) -> tuple[Any, list[str]]:
         return json.loads(text), problems
     except json.JSONDecodeError as err:
         problems.append(f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})")
+        return _salvage_object(text), problems
+    except RecursionError:
+        problems.append("not valid JSON (nested too deeply)")
         return _salvage_object(text), problems
 
 
@@ -218,6 +220,7 @@ class ProcessStateStore(StateStore):
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         self._cleaned = False
+        self._init_pending()
 
     # -- locking and generations
 
@@ -230,7 +233,7 @@ class ProcessStateStore(StateStore):
                 return
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
             except OSError as err:
                 raise StateStoreError(f"cannot open lock file {self.lock_path}: {err}") from err
             try:
@@ -283,8 +286,13 @@ class ProcessStateStore(StateStore):
             raise StateStoreError("internal: commit without the lock")
         previous = self._generation()
         generation = previous + 1
-        os.pwrite(fd, b"%020d\n" % generation, 0)
-        st = os.stat(doc.path)
+        try:
+            os.pwrite(fd, b"%020d\n" % generation, 0)
+            st = os.stat(doc.path)
+        except OSError as err:  # the file is written; others see it by its stamp
+            log.debug("cannot bump the commit counter in %s: %s", self.lock_path, err)
+            doc.stamp = None
+            return
         doc.stamp = (st.st_mtime_ns, st.st_ino, st.st_size, st.st_ctime_ns, generation)
         for other in (self._state, self._history):  # still current: nobody committed meanwhile
             if other is not doc and other.stamp is not None and other.stamp[-1] == previous:
@@ -321,12 +329,12 @@ class ProcessStateStore(StateStore):
 
     def _entries(self) -> dict[str, StoredProcessInfo]:
         with self._lock:
-            return self._fresh(self._state)
+            return self._pending.apply_entries(self._fresh(self._state))
 
     def load(self) -> dict[str, StoredProcessInfo]:
         """Every stored process by id; also removes temp files left by killed writers."""
         with self._lock:
-            entries = dict(self._fresh(self._state))
+            entries = dict(self._entries())
             self._try_clean_temps()
             return entries
 
@@ -346,7 +354,10 @@ class ProcessStateStore(StateStore):
             os.close(fd)
 
     def version(self) -> Any:
+        """The commit token; also retries, once a second, the writes that failed before."""
         with self._lock:
+            if self._retry_due():
+                self.flush()
             try:
                 st = os.stat(self.path)
                 stamp: tuple[Any, ...] = (st.st_mtime_ns, st.st_ino, st.st_size, st.st_ctime_ns)
@@ -358,53 +369,92 @@ class ProcessStateStore(StateStore):
 
     # -- writes
 
+    def _enter_write_lock(self, stack: contextlib.ExitStack) -> StateStoreError | None:
+        """Take the locks for a write; the error if the lock file cannot be used (thread lock held)."""
+        try:
+            stack.enter_context(self._locked())
+        except StateStoreError as err:
+            return err
+        return None
+
+    def _flush_doc(self, doc: _JsonDocument, blocked: StateStoreError | None) -> None:
+        """Write `doc`'s pending changes (its locks are held unless `blocked`); raise if that fails."""
+        state = doc is self._state
+        what = f"{doc.what} {doc.path}"
+        if blocked is not None:
+            raise self._write_failed(what, blocked) from blocked
+        try:
+            if state:
+                self._commit(doc, self._pending.apply_entries(self._fresh(doc)))
+            else:
+                self._commit(doc, self._pending.apply_history(self._fresh(doc)))
+        except (OSError, StateStoreError) as err:
+            raise self._write_failed(what, err) from err
+        if state:
+            self._pending.entries_written()
+        else:
+            self._pending.history_written()
+        other = self._history if state else self._state
+        if (self._pending.has_history() if state else self._pending.has_entries()):
+            with contextlib.suppress(StateStoreError):
+                self._flush_doc(other, None)  # failed before: this write shows it works again
+        self._write_resumed()
+
+    def flush(self) -> bool:
+        with self._lock, contextlib.ExitStack() as stack:
+            if not self._pending:
+                return True
+            blocked = self._enter_write_lock(stack)
+            try:
+                if self._pending.has_entries():
+                    self._flush_doc(self._state, blocked)
+                if self._pending.has_history():
+                    self._flush_doc(self._history, blocked)
+            except StateStoreError:
+                return False
+            return True
+
     def update_process(self, id: str, fn: Updater) -> StoredProcessInfo | None:
+        """See `StateStore.update_process`. When the write fails, StateStoreError is raised and
+        the change is kept in memory (reads show it) until a later write succeeds."""
         check_id(id)
-        with self._locked():
-            entries = self._fresh(self._state)
-            old = entries.get(id)
+        with self._lock, contextlib.ExitStack() as stack:
+            blocked = self._enter_write_lock(stack)
+            old = self._entries().get(id)
             new = self._checked(id, old, fn(old))
             if new is old:
                 return old
-            data = dict(entries)
-            if new is None:
-                del data[id]
-            else:
-                data[id] = new
-            self._commit(self._state, data)
+            self._pending.set_entry(id, new)
+            self._flush_doc(self._state, blocked)
             return new
 
     def clear(self) -> None:
-        with self._locked():
-            self._commit(self._state, {})
+        with self._lock, contextlib.ExitStack() as stack:
+            blocked = self._enter_write_lock(stack)
+            self._pending.clear_entries()
+            self._flush_doc(self._state, blocked)
 
     def record_event(self, id: str, event: str, *, pid: int | None = None,
                      exit_code: int | None = None, reason: str | None = None,
                      log_tail: list[str] | None = None, at: datetime | None = None) -> HistoryEntry:
         entry = new_event(id, event, pid, exit_code, reason, log_tail, at)
-        with self._locked():
-            history = dict(self._fresh(self._history))
-            items = list(history.get(id, []))
-            # in time order, even when a writer records an earlier moment a little late
-            bisect.insort(items, entry, key=lambda e: e.at)
-            history[id] = items[-HISTORY_PER_ID:]
-            self._commit(self._history, history)
+        with self._lock, contextlib.ExitStack() as stack:
+            blocked = self._enter_write_lock(stack)
+            self._pending.add_event(entry)  # written in time order by apply_history
+            self._flush_doc(self._history, blocked)
         return entry
 
     def history(self, id: str, limit: int = 50) -> list[HistoryEntry]:
         check_limit(limit)
         with self._lock:
-            items = self._fresh(self._history).get(id, [])
+            items = self._pending.apply_history(self._fresh(self._history)).get(id, [])
             return items[::-1][:limit]
 
     def clear_history(self, id: str | None = None) -> None:
-        with self._locked():
-            history = dict(self._fresh(self._history))
-            if id is None:
-                history.clear()
-            else:
-                history.pop(id, None)
-            self._commit(self._history, history)
+        with self._lock, contextlib.ExitStack() as stack:
+            blocked = self._enter_write_lock(stack)
+            self._pending.clear_history(id)
+            self._flush_doc(self._history, blocked)
 
 
 __all__ = ["ProcessStateStore"]

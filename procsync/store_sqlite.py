@@ -20,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .atomic import exclusive_lock, reserve_aside
+from .atomic import FILE_MODE, exclusive_lock, reserve_aside
 from .errors import StateStoreError
 from .store_base import (
     HISTORY_PER_ID,
     HistoryEntry,
+    PendingWrites,
     StateStore,
     StoredProcessInfo,
     Updater,
@@ -81,7 +82,7 @@ def _row_to_info(row: tuple[Any, ...]) -> StoredProcessInfo:
      exit_code, owner, updated) = row
     try:
         port_list = json.loads(ports) if isinstance(ports, str) else ports
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise fail("ports", "a JSON list of integers in 1..65535", ports) from None
     if not isinstance(port_list, list):
         raise fail("ports", "a JSON list of integers in 1..65535", ports)
@@ -112,10 +113,19 @@ class SQLiteStateStore(StateStore):
         self._generation = 0  # bumped each time a connection is (re)opened
         self._commits = 0
         self._cache: tuple[Any, dict[str, StoredProcessInfo]] | None = None
+        self._init_pending()
 
     # -- connection
 
     def _open(self) -> sqlite3.Connection:
+        # created (or narrowed to) mode 0600 before SQLite opens it: its -wal and -shm files
+        # take the database's mode, and all of them hold command lines and history
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+        for name in (self.path, f"{self.path}-wal", f"{self.path}-shm", f"{self.path}-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.stat(name).st_mode & 0o777
+                if mode & 0o077:
+                    os.chmod(name, mode & 0o700)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                check_same_thread=False)
         try:
@@ -223,11 +233,11 @@ class SQLiteStateStore(StateStore):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            conn.execute("COMMIT")  # may fail too (a full disk): then roll back as well
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         if conn.total_changes != changes:
             self._commits += 1
 
@@ -282,62 +292,143 @@ class SQLiteStateStore(StateStore):
             self._cache = (token, entries)
             return entries
 
-        return self._run(op)
+        with self._lock:
+            return self._pending.apply_entries(self._run(op))
 
     def version(self) -> Any:
-        return self._run(self._token)
+        """The commit token; also retries, once a second, the writes that failed before."""
+        with self._lock:
+            if self._retry_due():
+                self.flush()
+            return self._run(self._token)
 
     # -- writes
 
-    def update_process(self, id: str, fn: Updater) -> StoredProcessInfo | None:
-        check_id(id)
+    def _write_pending(self, conn: sqlite3.Connection) -> None:
+        """Write the changes that failed before (inside the caller's transaction)."""
+        pending = self._pending
+        if not pending:
+            return
+        if pending.entries_cleared:
+            conn.execute("DELETE FROM processes")
+        for id, info in pending.entries.items():
+            if info is None:
+                conn.execute("DELETE FROM processes WHERE id = ?", (id,))
+            else:
+                conn.execute(f"INSERT OR REPLACE INTO processes ({_COLUMNS}) VALUES "
+                             f"({', '.join('?' * 14)})", _info_to_row(info))
+        if pending.all_history_cleared:
+            conn.execute("DELETE FROM history")
+        for id in pending.history_cleared:
+            conn.execute("DELETE FROM history WHERE id = ?", (id,))
+        for entry in pending.events:
+            self._insert_event(conn, entry)
 
-        def op(conn: sqlite3.Connection) -> StoredProcessInfo | None:
-            with self._transaction(conn):
-                row = conn.execute(f"SELECT {_COLUMNS} FROM processes WHERE id = ?",
-                                   (id,)).fetchone()
-                old = None
-                if row is not None:
-                    old, problem = self._parse_row(row)
-                    if old is None:
-                        self._reject(conn, [(row, problem or "invalid")])
+    def _write(self, change: Callable[[sqlite3.Connection], Any],
+               keep: Callable[[], bool]) -> Any:
+        """Run `change` in one transaction after the writes that failed before.
+
+        If the transaction fails, `keep()` keeps the change in memory (False
+        when it cannot) and StateStoreError says what went wrong.
+        """
+        with self._lock:
+            def op(conn: sqlite3.Connection) -> Any:
+                with self._transaction(conn):
+                    self._write_pending(conn)
+                    return change(conn)
+
+            try:
+                result = self._run(op)
+            except StateStoreError as err:
+                if not keep():
+                    raise
+                raise self._write_failed(f"state database {self.path}", err) from err
+            if self._pending:
+                self._pending = PendingWrites()
+                self._cache = None
+                self._write_resumed()
+            return result
+
+    def flush(self) -> bool:
+        with self._lock:
+            if not self._pending:
+                return True
+            try:
+                self._write(lambda conn: None, lambda: True)
+            except StateStoreError:
+                return False
+            return True
+
+    def update_process(self, id: str, fn: Updater) -> StoredProcessInfo | None:
+        """See `StateStore.update_process`. When the write fails, StateStoreError is raised and
+        the change is kept in memory (reads show it) until a later write succeeds."""
+        check_id(id)
+        computed: list[StoredProcessInfo | None] = []
+
+        def change(conn: sqlite3.Connection) -> StoredProcessInfo | None:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM processes WHERE id = ?",
+                               (id,)).fetchone()
+            old = None
+            if row is not None:
+                old, problem = self._parse_row(row)
+                if old is None:
+                    self._reject(conn, [(row, problem or "invalid")])
+            new = self._checked(id, old, fn(old))
+            if new is old:
+                return old
+            computed.append(new)
+            if new is None:
+                conn.execute("DELETE FROM processes WHERE id = ?", (id,))
+            else:
+                conn.execute(f"INSERT OR REPLACE INTO processes ({_COLUMNS}) VALUES "
+                             f"({', '.join('?' * 14)})", _info_to_row(new))
+            return new
+
+        def keep() -> bool:
+            if not computed:  # the database could not be reached before fn ran
+                try:
+                    old = self._entries().get(id)
+                except StateStoreError:
+                    return False
                 new = self._checked(id, old, fn(old))
                 if new is old:
-                    return old
-                if new is None:
-                    conn.execute("DELETE FROM processes WHERE id = ?", (id,))
-                else:
-                    conn.execute(f"INSERT OR REPLACE INTO processes ({_COLUMNS}) VALUES "
-                                 f"({', '.join('?' * 14)})", _info_to_row(new))
-                return new
+                    return False
+                computed.append(new)
+            self._pending.set_entry(id, computed[-1])
+            return True
 
-        return self._run(op)
+        with self._lock:
+            return self._write(change, keep)
 
     def clear(self) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            with self._transaction(conn):
-                conn.execute("DELETE FROM processes")
+        def keep() -> bool:
+            self._pending.clear_entries()
+            return True
 
-        self._run(op)
+        self._write(lambda conn: conn.execute("DELETE FROM processes"), keep)
+
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, entry: HistoryEntry) -> None:
+        conn.execute(
+            "INSERT INTO history (id, event, at, pid, exit_code, reason, log_tail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry.id, entry.event, format_time(entry.at), entry.pid, entry.exit_code,
+             entry.reason, json.dumps(entry.log_tail)))
+        conn.execute(
+            "DELETE FROM history WHERE id = ? AND seq <= (SELECT seq FROM history "
+            "WHERE id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (entry.id, entry.id, HISTORY_PER_ID))
 
     def record_event(self, id: str, event: str, *, pid: int | None = None,
                      exit_code: int | None = None, reason: str | None = None,
                      log_tail: list[str] | None = None, at: datetime | None = None) -> HistoryEntry:
         entry = new_event(id, event, pid, exit_code, reason, log_tail, at)
 
-        def op(conn: sqlite3.Connection) -> None:
-            with self._transaction(conn):
-                conn.execute(
-                    "INSERT INTO history (id, event, at, pid, exit_code, reason, log_tail) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (entry.id, entry.event, format_time(entry.at), entry.pid, entry.exit_code,
-                     entry.reason, json.dumps(entry.log_tail)))
-                conn.execute(
-                    "DELETE FROM history WHERE id = ? AND seq <= (SELECT seq FROM history "
-                    "WHERE id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    (id, id, HISTORY_PER_ID))
+        def keep() -> bool:
+            self._pending.add_event(entry)
+            return True
 
-        self._run(op)
+        self._write(lambda conn: self._insert_event(conn, entry), keep)
         return entry
 
     def history(self, id: str, limit: int = 50) -> list[HistoryEntry]:
@@ -348,8 +439,12 @@ class SQLiteStateStore(StateStore):
                 "SELECT event, at, pid, exit_code, reason, log_tail FROM history "
                 "WHERE id = ? ORDER BY seq DESC LIMIT ?", (id, limit)).fetchall()
 
-        out = []
-        for event, at, pid, exit_code, reason, tail in self._run(op):
+        with self._lock:
+            pending = self._pending
+            cleared = pending.all_history_cleared or id in pending.history_cleared
+            rows = [] if cleared else self._run(op)
+            out = [e for e in pending.events if e.id == id]
+        for event, at, pid, exit_code, reason, tail in rows:
             try:
                 out.append(HistoryEntry(id, event, parse_time("at", at), pid, exit_code, reason,
                                         json.loads(tail) if isinstance(tail, str) else []))
@@ -357,17 +452,20 @@ class SQLiteStateStore(StateStore):
                 log.warning("state database %s: skipped a bad history row of %r: %s",
                             self.path, id, err)
         out.sort(key=lambda e: e.at, reverse=True)  # time order, even for an earlier moment recorded late
-        return out
+        return out[:limit]
 
     def clear_history(self, id: str | None = None) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            with self._transaction(conn):
-                if id is None:
-                    conn.execute("DELETE FROM history")
-                else:
-                    conn.execute("DELETE FROM history WHERE id = ?", (id,))
+        def change(conn: sqlite3.Connection) -> None:
+            if id is None:
+                conn.execute("DELETE FROM history")
+            else:
+                conn.execute("DELETE FROM history WHERE id = ?", (id,))
 
-        self._run(op)
+        def keep() -> bool:
+            self._pending.clear_history(id)
+            return True
+
+        self._write(change, keep)
 
 
 __all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStateStore"]

@@ -11,7 +11,9 @@ process. `InstanceSync` works on its ServerOrchestrator's internals:
   from this orchestrator with ``instance=<name of the instance that acted>``;
 - each tick also tries the leader lock; the leader adopts the processes of
   instances that are gone, records the deaths of their processes
-  ("crashed, exit code unknown") and runs every pending automatic restart;
+  ("crashed, exit code unknown") and runs every pending automatic restart; a
+  live record it cannot prove (no create time, or a protected pid) it leaves
+  alone: never adopted, never signalled, never recorded dead while it lives;
 - `claim_spawn` spawns under the store's cross-process lock, so two
   instances asked to start one server at once start one process;
 - `exit_is_foreign` decides who handles an exit: the owner, else the leader.
@@ -30,6 +32,7 @@ from . import signals
 from .config import ServerConfig, SpawnConfig
 from .errors import DuplicateProcessError, IdentityMismatch, ProcessNotFound, StateStoreError
 from .leader import owner_alive, owner_name
+from .ports import identify
 from .proctree import process_alive
 from .records import ProcessInfo
 from .restart import backoff_delay, describe_exit
@@ -82,6 +85,7 @@ class InstanceSync:
         self._thread: threading.Thread | None = None
         self._seen: dict[str, StoredProcessInfo] = {}
         self._dead_since: dict[tuple[str, int], float] = {}  # (id, pid) -> when first seen dead
+        self._unproven: set[tuple[str, int]] = set()  # (id, pid) already warned about
         self._version: Any = None  # the store's version at the last full look
         self._ids: tuple[str, ...] = ()  # the registered ids at the last full look
         self._leader_work = True  # some record needs the leader's periodic attention
@@ -264,7 +268,7 @@ class InstanceSync:
                     stop_signal=config.stop_signal, stop_timeout=config.stop_timeout,
                     start_time=record.start_time,
                 )
-            except (ProcessNotFound, IdentityMismatch):
+            except (ProcessNotFound, IdentityMismatch):  # ProtectedProcessError is one
                 return None
             except DuplicateProcessError:
                 # we still track an older process under this id: if it has ended and the
@@ -463,6 +467,8 @@ class InstanceSync:
             if config is None or orch._closed:
                 continue
             if record.status in ACTIVE and record.owner != me:
+                if self._unprovable(sid, record):
+                    continue
                 if not owner_alive(record.owner):
                     self._take_over(sid, record, config)
                 elif self._overdue(sid, record):
@@ -471,6 +477,20 @@ class InstanceSync:
                     self._record_death(sid, record)
             elif record.status == "backoff":
                 self._ensure_restart(sid, record, config)
+
+    def _unprovable(self, sid: str, record: StoredProcessInfo) -> bool:
+        """True when `record`'s pid lives but cannot be proven to be its process (no create
+        time) or is protected: the leader neither adopts it nor records it dead (warned once)."""
+        kind, _ = identify(record.pid, record.create_time)
+        if kind not in ("unverified", "protected"):
+            self._unproven.discard((sid, record.pid))
+            return False
+        if (sid, record.pid) not in self._unproven:
+            self._unproven.add((sid, record.pid))
+            log.warning("server %r: recorded pid %s is %s; not adopted, never signalled",
+                        sid, record.pid, "a protected process" if kind == "protected"
+                        else "alive but its record has no create time to prove it")
+        return True
 
     def _take_over(self, sid: str, record: StoredProcessInfo, config: ServerConfig) -> None:
         """A live record whose instance is gone: adopt its process, or record its death."""

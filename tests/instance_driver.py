@@ -3,7 +3,7 @@
 Run as a script: ``python instance_driver.py STATE LOG_DIR NAME REGISTRY_JSON [INTERVAL]``.
 It prints ``{"ready": true, ...}`` once initialized, then answers one JSON
 line per request line: ``{"op": "start"|"stop"|"restart", "id": ...}``,
-``{"op": "status"}``, ``{"op": "leader"}``, ``{"op": "events"}`` (the
+``{"op": "status"}``, ``{"op": "kill_orphan", "id": ..., "pid": ...}``, ``{"op": "leader"}``, ``{"op": "events"}`` (the
 server_* and process_died signals received since the last call, each with
 the wall-clock time it arrived), ``{"op": "time"}``, and
 ``{"op": "quit"}``. Imported, it offers `Instance`, the parent's side.
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,25 @@ def _serve(argv: list[str]) -> None:
         out.write(json.dumps(value) + "\n")
         out.flush()
 
+    def take_events(request: dict[str, Any]) -> list[dict[str, Any]]:
+        with lock:
+            taken = list(events)
+            events.clear()
+        return taken
+
     answer({"ready": True, "pid": os.getpid(), "leader": orch.is_leader})
+    answer_requests(orch, answer, {"leader": lambda request: orch.instance_info(),
+                                   "events": take_events,
+                                   "time": lambda request: {"at": time.time()}})
+
+
+def answer_requests(orch: Any, answer: Callable[[Any], None],
+                    extra: dict[str, Callable[[dict[str, Any]], Any]] | None = None) -> None:
+    """Answer one JSON line per request line on stdin until "quit" (or stdin closes).
+
+    Every driver knows start/stop/restart, status, kill_orphan and quit; `extra`
+    maps further op names to their answer.
+    """
     for line in sys.stdin:
         request = json.loads(line)
         op = request["op"]
@@ -64,21 +83,18 @@ def _serve(argv: list[str]) -> None:
                     "code": result.code})
         elif op == "status":
             answer({s.id: {"status": s.status, "pid": s.pid, "running": s.running,
-                           "restarts": s.restarts, "last_exit_code": s.last_exit_code}
+                           "restarts": s.restarts, "last_exit_code": s.last_exit_code,
+                           "orphaned_pid": s.orphaned_pid, "message": s.message}
                     for s in orch.get_server_status()})
-        elif op == "leader":
-            answer(orch.instance_info())
-        elif op == "events":
-            with lock:
-                taken = list(events)
-                events.clear()
-            answer(taken)
-        elif op == "time":
-            answer({"at": time.time()})
+        elif op == "kill_orphan":
+            killed = orch.kill_orphaned_process(request["id"], request["pid"])
+            answer({"success": killed.success, "message": killed.message})
         elif op == "quit":
             orch.shutdown(stop_servers=bool(request.get("stop")))
             answer({"done": True})
             return
+        elif extra and op in extra:
+            answer(extra[op](request))
         else:
             answer({"error": f"unknown op {op!r}"})
 

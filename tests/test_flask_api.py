@@ -280,7 +280,7 @@ def test_dns_rebinding_host_check_and_allow_list(app, orch):
 
 def test_without_auth_remote_addresses_cannot_control(client, orch):
     remote = {"REMOTE_ADDR": "192.0.2.7"}
-    assert client.get(f"{P}/servers", environ_base=remote).status_code == 200
+    assert_error(client.get(f"{P}/servers", environ_base=remote), 403, "remote_refused")  # issue 11
     body = assert_error(post(client, f"{P}/servers/sleeper/start", environ_base=remote), 403,
                         "remote_refused")
     assert "192.0.2.7" in body["message"]

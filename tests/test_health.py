@@ -231,3 +231,13 @@ def test_run_health_check_rejects_other_objects():
         health.run_health_check({"tcp": 80})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout"):
         health.run_health_check(HealthCheck(tcp=80), timeout=0)
+
+
+def test_command_check_does_not_inherit_the_api_token(monkeypatch):
+    """procsync's own secret (the API token) never reaches a health-check command."""
+    monkeypatch.setenv("PROCSYNC_AUTH_TOKEN", "s3cret")
+    monkeypatch.setenv("PROCSYNC_VISIBLE", "yes")
+    code = ("import os, sys; "
+            "sys.exit(0 if 'PROCSYNC_AUTH_TOKEN' not in os.environ "
+            "and os.environ.get('PROCSYNC_VISIBLE') == 'yes' else 3)")
+    assert health.check_command(python_cmd(code), timeout=5) == (True, None)

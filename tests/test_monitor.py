@@ -477,3 +477,17 @@ def test_stop_returns_quickly_mid_interval(manager, monitor, events):
     assert time.monotonic() - started < 1.0
     wait_until(lambda: "procsync-monitor" not in [t.name for t in threading.enumerate()], 2,
                "the thread to end")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0])
+def test_interval_must_be_finite_and_positive(value):
+    """An infinite interval would silently stop the monitor thread's ticks: refused up front."""
+    from procsync import ProcessManager, ProcessMonitor
+
+    manager = ProcessManager()
+    with pytest.raises(ValueError, match="interval"):
+        ProcessMonitor(manager, interval=value)
+    monitor = ProcessMonitor(manager, interval=1.0)
+    with pytest.raises(ValueError, match="interval"):
+        monitor.start(interval=value)
+    monitor.stop()

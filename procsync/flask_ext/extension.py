@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask
 
+from ..configfile import url_prefix_problem
 from .guard import AuthCallable
 from .views import create_blueprint
 
@@ -25,8 +26,9 @@ def check_config(config: Any) -> None:
         raise ValueError(f"PROCSYNC_EVENTS_HEARTBEAT must be a positive number of seconds, "
                          f"not {heartbeat!r}")
     prefix = config.get("PROCSYNC_URL_PREFIX")
-    if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
-        raise ValueError(f"PROCSYNC_URL_PREFIX must be a path starting with '/', not {prefix!r}")
+    problem = url_prefix_problem(prefix) if prefix != "" else None
+    if problem:
+        raise ValueError(f"PROCSYNC_URL_PREFIX: {problem}")
     hosts = config.get("PROCSYNC_ALLOWED_HOSTS")
     if hosts is not None and (not isinstance(hosts, str | list | tuple | set | frozenset)
                               or not all(isinstance(h, str) for h in hosts)):
@@ -72,6 +74,8 @@ class ProcSync:
         check_config(app.config)
         prefix = self.url_prefix if self.url_prefix is not None else app.config["PROCSYNC_URL_PREFIX"]
         prefix = "/" + str(prefix).strip("/") if str(prefix).strip("/") else ""
+        if prefix and (problem := url_prefix_problem(prefix)):
+            raise ValueError(f"url_prefix: {problem}")
         app.extensions["procsync"] = orchestrator
         app.register_blueprint(create_blueprint(orchestrator, auth=self.auth), url_prefix=prefix)
         from ..cli import procsync_cli  # `flask procsync ...`; cli.py does not import Flask

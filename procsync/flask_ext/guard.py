@@ -143,9 +143,51 @@ def check_origin(request: Request) -> None:
         )
 
 
+def check_token(request: Request, token: str) -> None:
+    """Require ``Authorization: Bearer <token>`` (compared in constant time); 401 otherwise."""
+    given = request.headers.get("Authorization", "")
+    scheme, _, credentials = given.partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="procsync"'}
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>' header",
+                       headers=challenge)
+    if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "bad token", headers=challenge)
+
+
+def check_content_type(request: Request) -> None:
+    """A mutating request must say ``Content-Type: application/json``.
+
+    An HTML form cannot send that cross-site without a CORS preflight, so this
+    is the CSRF guard for requests a browser authenticates on its own
+    (cookies behind the auth callable, or loopback trust).
+    """
+    mimetype = request.mimetype
+    if mimetype != "application/json":
+        raise ApiError(
+            400,
+            "bad_content_type",
+            f"POST needs Content-Type: application/json, not {mimetype or 'none'!r}",
+        )
+
+
 def check_access(request: Request, opts: Settings, action: str) -> None:
-    """Origin, host, token and auth-callable checks; raises ApiError when refused."""
-    check_origin(request)
+    """Token, host, client address, auth-callable and CSRF checks; raises ApiError when refused.
+
+    - With a token, a request must carry it. A request that does cannot be forged
+      cross-site (a page cannot add the header without a CORS preflight, which is
+      never granted), so it skips the CSRF checks: ``curl -X POST`` just works.
+    - With neither token nor callable, only loopback clients (by address, not by
+      Host header) may use the API, and the Host must be loopback or allowed
+      (DNS rebinding).
+    - The callable must return exactly True.
+    - Every request not authenticated by the token passes the CSRF checks:
+      Origin / Sec-Fetch-Site, and a JSON Content-Type on mutating requests.
+    """
+    if opts.token is not None:
+        check_token(request, opts.token)
+    else:
+        check_origin(request)
     if opts.token is None and opts.auth is None:
         name = host_name(request.host)
         if not host_allowed(name, opts.allowed_hosts):
@@ -155,35 +197,27 @@ def check_access(request: Request, opts: Settings, action: str) -> None:
                 f"host {name!r} is not allowed; without PROCSYNC_AUTH_TOKEN only loopback "
                 "names and PROCSYNC_ALLOWED_HOSTS are answered",
             )
-        if action == "control" and not is_loopback_address(request.remote_addr):
+        if not is_loopback_address(request.remote_addr):
             raise ApiError(
                 403,
                 "remote_refused",
-                f"control from {request.remote_addr} refused: set PROCSYNC_AUTH_TOKEN or an "
-                "auth callable to allow remote control",
+                f"request from {request.remote_addr} refused: without PROCSYNC_AUTH_TOKEN or an "
+                "auth callable only loopback clients may use the API",
             )
-    if opts.token is not None:
-        given = request.headers.get("Authorization", "")
-        scheme, _, credentials = given.partition(" ")
-        challenge = {"WWW-Authenticate": 'Bearer realm="procsync"'}
-        if scheme.lower() != "bearer" or not credentials.strip():
-            raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>' header",
-                           headers=challenge)
-        if not hmac.compare_digest(credentials.strip().encode(), opts.token.encode()):
-            raise ApiError(401, "unauthorized", "bad token", headers=challenge)
-    if opts.auth is not None and not opts.auth(action):
-        raise ApiError(403, "forbidden", f"not allowed to {action}")
+    if opts.auth is not None:
+        allowed = opts.auth(action)
+        if allowed is not True:  # "no", 1, a redirect response... are not a yes
+            raise ApiError(403, "forbidden", f"not allowed to {action}")
+    if opts.token is None and action == "control":
+        check_content_type(request)
 
 
 def json_body(request: Request) -> dict[str, Any]:
-    """The JSON object a mutating request carries ({} when empty); JSON content type required."""
-    mimetype = request.mimetype
-    if mimetype != "application/json":
-        raise ApiError(
-            400,
-            "bad_content_type",
-            f"POST needs Content-Type: application/json, not {mimetype or 'none'!r}",
-        )
+    """The JSON object a mutating request carries ({} when empty); 400 `bad_json` otherwise.
+
+    The Content-Type is checked by check_access (a CSRF guard), not here: a
+    token-authenticated ``curl -X POST -d '{...}'`` may send any type.
+    """
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(400, "bad_json", f"body larger than {MAX_BODY} bytes")
     raw = request.get_data(cache=True)
@@ -193,6 +227,8 @@ def json_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "bad_json", "body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, "bad_json", f"body is not valid JSON: {err}") from None
     if not isinstance(body, dict):
@@ -204,7 +240,9 @@ __all__ = [
     "ApiError",
     "Settings",
     "check_access",
+    "check_content_type",
     "check_origin",
+    "check_token",
     "error_response",
     "host_allowed",
     "host_name",

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from ..logs import tail_lines
+from ..logs import open_for_reading, tail_lines
 from .events import comment, dumps, sse
 
 POLL_INTERVAL = 0.1  # seconds between looks at the file
@@ -25,7 +25,8 @@ class LogFollower:
     file is read again from its start). A truncation is noticed even when the
     file has grown past the old position again, by comparing the last bytes read.
     `path_fn` is asked for the path each time the file must be (re)opened, so a
-    log that does not exist yet is picked up once the server starts.
+    log that does not exist yet is picked up once the server starts. Files are
+    opened with O_NOFOLLOW: a symbolic link at the log's name is never read.
     """
 
     TAIL = 64  # bytes remembered to recognise the file we were reading
@@ -79,10 +80,10 @@ class LogFollower:
         path = self._path_fn()
         if not path:
             return False
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed in close()
-        except OSError:
+        fd = open_for_reading(path, quiet=True)  # never through a symbolic link
+        if fd is None:
             return False
+        f = open(fd, "rb")  # noqa: SIM115 - closed in close()
         st = os.fstat(f.fileno())
         if self._file is not None:
             self._file.close()
@@ -104,7 +105,7 @@ class LogFollower:
         """"renamed", "truncated" or None (same file, only appended to)."""
         assert self._file is not None and self._path is not None
         try:
-            st = os.stat(self._path)
+            st = os.lstat(self._path)  # a link put in its place is another file
         except OSError:
             return "renamed"  # moved away, the new one not created yet
         if (st.st_dev, st.st_ino) != self._inode:
@@ -120,8 +121,11 @@ class LogFollower:
     def _rest_from_backup(self, pos: int) -> bytes:
         """The bytes after `pos` that a copy-then-truncate rotation moved into <log>.1."""
         assert self._path is not None
+        fd = open_for_reading(self._path + ".1", quiet=True)
+        if fd is None:
+            return b""
         try:
-            with open(self._path + ".1", "rb") as backup:
+            with open(fd, "rb") as backup:
                 n = len(self._tail)
                 backup.seek(pos - n)
                 if backup.read(n) != self._tail:

@@ -18,6 +18,7 @@ from ..errors import ConfigError, ProcessNotFound, ProcSyncError
 from .events import hub_for, jsonable
 from .guard import ApiError, AuthCallable, check_access, error_response, json_body, settings
 from .logstream import stream_log
+from .openapi import openapi_document
 
 log = logging.getLogger("procsync.flask_ext")
 
@@ -27,13 +28,16 @@ STATUS_FOR_CODE = {
     "already_running": 409,
     "already_stopped": 409,
     "port_in_use": 409,
+    "start_cancelled": 409,  # a concurrent stop (or unregister) won the race
     "start_failed": 500,
     "start_timeout": 500,
     "stop_failed": 500,
     "bad_config": 400,
 }
 LOG_TAIL_LINES = 20
+MAX_PID = 2**31 - 1  # larger cannot be a pid (and would overflow the kernel's pid_t)
 MAX_LINES = 10_000
+MAX_EVENT_ID_DIGITS = 18  # Last-Event-ID: anything longer (or not ASCII digits) is ignored
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-store",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
@@ -92,7 +96,7 @@ def create_blueprint(
         if auth is None and not (token or app.config.get("PROCSYNC_AUTH_TOKEN")):
             log.warning(
                 "procsync API at %s on app %r is unauthenticated: set PROCSYNC_AUTH_TOKEN "
-                "or pass auth=; only loopback hosts may use it", state.url_prefix or "/",
+                "or pass auth=; only loopback clients may use it", state.url_prefix or "/",
                 app.name,
             )
 
@@ -195,7 +199,8 @@ def create_blueprint(
         unknown = sorted(set(body) - set(allowed))
         if unknown:
             accepted = ", ".join(allowed) or "no fields"
-            raise ApiError(400, "bad_field", f"unknown field {unknown[0]!r} (accepted: {accepted})")
+            raise ApiError(400, "bad_field",
+                           f"unknown field {describe(unknown[0])} (accepted: {accepted})")
 
     # -- page --------------------------------------------------------------------------
 
@@ -233,9 +238,9 @@ def create_blueprint(
 
     def control(server_id: str, act: Callable[[Any, dict[str, Any]], Any],
                 fields: tuple[str, ...] = ()) -> Response:
+        o = known(server_id)  # an unknown id is a 404 whatever the body says
         body = json_body(request)
         no_extra_fields(body, fields)
-        o = known(server_id)
         return action_response(server_id, act(o, body))
 
     @bp.post("/api/servers/<server_id>/start")
@@ -243,7 +248,8 @@ def create_blueprint(
         def act(o: Any, body: dict[str, Any]) -> Any:
             wait = body.get("wait", True)
             if not isinstance(wait, bool):
-                raise ApiError(400, "bad_field", f"wait: must be true or false, not {wait!r}")
+                raise ApiError(400, "bad_field",
+                               f"wait: must be true or false, not {describe(wait)}")
             return o.start_server(server_id, wait=wait)
 
         return control(server_id, act, ("wait",))
@@ -258,12 +264,15 @@ def create_blueprint(
 
     @bp.post("/api/servers/<server_id>/kill-orphan")
     def api_kill_orphan(server_id: str) -> Response:
+        o = known(server_id)  # an unknown id is a 404 whatever the body says
         body = json_body(request)
         no_extra_fields(body, ("pid",))
         pid = body.get("pid")
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-            raise ApiError(400, "bad_field", f"pid: must be a positive whole number, not {pid!r}")
-        o = known(server_id)
+        if isinstance(pid, float) and pid.is_integer():  # JSON has one number type: 42.0 is 42
+            pid = int(pid)
+        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= MAX_PID:
+            raise ApiError(400, "bad_field",
+                           f"pid: must be a positive whole number, not {describe(pid)}")
         result = o.kill_orphaned_process(server_id, pid)
         body_out = jsonable(result)
         if not result.success:
@@ -303,14 +312,37 @@ def create_blueprint(
                            "this app has no config file to reload (PROCSYNC_RELOAD is not set)")
         return jsonable_response({"changes": reload()})  # ConfigError -> 400 via its handler
 
+    @bp.get("/api/openapi.json")
+    def api_openapi() -> Response:
+        base = url_for(".index").rstrip("/") + "/api"
+        return jsonable_response(openapi_document(base, token=settings(options).token is not None,
+                                                  server_ids=list(orch().configs)))
+
     @bp.get("/api/events")
     def api_events() -> Response:
         hub = hub_for(orch())
         raw = request.headers.get("Last-Event-ID", "").strip()
-        last_id = int(raw) if raw.isdigit() else None
+        # ASCII digits only, and short: int() of "²" or of 5,000 digits raises
+        ok = raw.isascii() and raw.isdigit() and len(raw) <= MAX_EVENT_ID_DIGITS
+        last_id = int(raw) if ok else None
         return sse_response(hub.stream(last_id, heartbeat=settings(options).heartbeat))
 
     return bp
+
+
+def describe(value: Any) -> str:
+    """A short description of a bad field value for an error message (never a huge repr)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a number too large"
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, dict):
+        return "a JSON object"
+    return f"a {type(value).__name__}"
 
 
 @functools.cache

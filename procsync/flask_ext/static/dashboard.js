@@ -7,15 +7,17 @@
   var TOKEN_KEY = "procsync-token:" + BASE;
   var LOG_MAX_LINES = 2000;
 
-  var servers = {};        // id -> status object
+  // Maps keyed by server id are Map objects: an id such as "constructor" or
+  // "__proto__" must not meet Object.prototype.
+  var servers = new Map(); // id -> status object
   var order = [];          // ids in the server's order
-  var rows = {};           // id -> {tr, orphan, cells...}
+  var rows = new Map();    // id -> {tr, orphan, cells...}
   var selected = null;
   var lastEventId = null;
   var eventsAbort = null;
   var logAbort = null;
   var needsLogin = false;
-  var refreshTimers = {};
+  var refreshTimers = new Map();  // id -> timer
 
   var $ = function (id) { return document.getElementById(id); };
 
@@ -75,7 +77,12 @@
   }
 
   function healthTone(h) {
-    return { healthy: "ok", unhealthy: "warn", unresponsive: "bad", dead: "bad" }[h] || "idle";
+    switch (h) {
+      case "healthy": return "ok";
+      case "unhealthy": return "warn";
+      case "unresponsive": case "dead": return "bad";
+      default: return "idle";
+    }
   }
 
   function toast(title, message, tone) {
@@ -248,7 +255,7 @@
     }
     if (name === "health_check") {
       (data.statuses || []).forEach(function (st) {
-        var s = servers[st.id];
+        var s = servers.get(st.id);
         if (!s) return;
         s.cpu_percent = st.cpu_percent;
         s.memory_rss = st.memory_rss;
@@ -258,14 +265,14 @@
       return;
     }
     var id = data.id;
-    if (id && servers[id]) {
+    if (id && servers.has(id)) {
       refreshSoon(id);
       if (id === selected && name !== "status_change") refreshHistorySoon();
     } else if (name === "initialized") {
       refreshAll();
     }
     if (name === "server_fatal") {
-      toast((servers[id] && servers[id].name || id) + " gave up restarting",
+      toast((servers.has(id) && servers.get(id).name || id) + " gave up restarting",
             "It exited " + (data.restarts || 0) + " times in a row.", "bad");
     }
     if (name === "process_error" && data.error) {
@@ -274,15 +281,16 @@
   }
 
   function refreshSoon(id) {
-    if (refreshTimers[id]) return;
-    refreshTimers[id] = setTimeout(function () {
-      delete refreshTimers[id];
+    if (refreshTimers.has(id)) return;
+    refreshTimers.set(id, setTimeout(function () {
+      refreshTimers.delete(id);
       api("GET", "/servers/" + encodeURIComponent(id)).then(function (s) {
-        servers[id] = s;
+        if (!rows.has(id)) return;       // removed meanwhile
+        servers.set(id, s);
         renderRow(id);
         renderSummary();
       }).catch(function () { /* shown by the next snapshot */ });
-    }, 120);
+    }, 120));
   }
 
   function refreshAll() {
@@ -296,33 +304,34 @@
 
   function replaceAll(list) {
     var ids = list.map(function (s) { return s.id; });
-    var now = {};
-    list.forEach(function (s) { now[s.id] = s; });
-    Object.keys(rows).forEach(function (id) {
-      if (!now[id]) {
-        rows[id].tr.remove();
-        rows[id].orphan.remove();
-        delete rows[id];
+    var now = new Map();
+    list.forEach(function (s) { now.set(s.id, s); });
+    rows.forEach(function (r, id) {
+      if (!now.has(id)) {
+        r.tr.remove();
+        r.orphan.remove();
+        rows.delete(id);
       }
     });
     servers = now;
     order = ids;
     var tbody = $("rows");
     ids.forEach(function (id) {
-      if (!rows[id]) rows[id] = buildRow(id);
-      tbody.appendChild(rows[id].tr);      // re-append keeps server order
-      tbody.appendChild(rows[id].orphan);
+      if (!rows.has(id)) rows.set(id, buildRow(id));
+      var r = rows.get(id);
+      tbody.appendChild(r.tr);             // re-append keeps server order
+      tbody.appendChild(r.orphan);
       renderRow(id);
     });
     $("empty").hidden = ids.length > 0;
-    if (selected && !servers[selected]) closeDetail();
+    if (selected !== null && !servers.has(selected)) closeDetail();
     renderSummary();
   }
 
   function renderSummary() {
     var running = 0, trouble = 0;
     order.forEach(function (id) {
-      var s = servers[id];
+      var s = servers.get(id);
       if (!s) return;
       if (s.running) running++;
       if (stateTone(s.status) === "bad" || s.orphaned) trouble++;
@@ -417,7 +426,7 @@
   }
 
   function renderRow(id) {
-    var s = servers[id], r = rows[id];
+    var s = servers.get(id), r = rows.get(id);
     if (!s || !r) return;
     r.tr.setAttribute("data-state", s.status);
     setText(r.name, s.name || s.id);
@@ -475,11 +484,12 @@
   }
 
   function act_(id, action, btn) {
-    var r = rows[id];
+    var r = rows.get(id);
+    if (!r) return;
     r.tr.setAttribute("data-busy", "1");
     btn.setAttribute("aria-busy", "true");
     renderRow(id);
-    var name = servers[id] ? servers[id].name || id : id;
+    var name = servers.has(id) ? servers.get(id).name || id : id;
     api("POST", "/servers/" + encodeURIComponent(id) + "/" + action, {}).then(function (res) {
       toast(name + ": " + action + " done", res.message, "ok");
     }).catch(function (err) {
@@ -498,10 +508,11 @@
   }
 
   function killOrphan(id) {
-    var s = servers[id];
+    var s = servers.get(id);
     if (!s || !s.orphaned_pid) return;
     if (!window.confirm("Kill process " + s.orphaned_pid + " holding the ports of " + (s.name || id) + "?")) return;
-    var r = rows[id];
+    var r = rows.get(id);
+    if (!r) return;
     r.kill.disabled = true;
     api("POST", "/servers/" + encodeURIComponent(id) + "/kill-orphan", { pid: s.orphaned_pid })
       .then(function (res) { toast("Orphan killed", res.message, "ok"); })
@@ -515,10 +526,10 @@
     if (selected === id) return;
     var prev = selected;
     selected = id;
-    if (prev && rows[prev]) renderRow(prev);
+    if (prev !== null && rows.has(prev)) renderRow(prev);
     renderRow(id);
     $("detail").hidden = false;
-    setText($("log-name"), "— " + (servers[id] && servers[id].name || id));
+    setText($("log-name"), "— " + (servers.has(id) && servers.get(id).name || id));
     followLog(id);
     loadHistory();
   }
@@ -529,7 +540,7 @@
     if (logAbort) logAbort.abort();
     logAbort = null;
     $("detail").hidden = true;
-    if (prev && rows[prev]) { renderRow(prev); rows[prev].nameBtn.focus(); }
+    if (prev !== null && rows.has(prev)) { renderRow(prev); rows.get(prev).nameBtn.focus(); }
   }
 
   function appendLog(lines, cls) {
@@ -583,7 +594,11 @@
   }
 
   function historyTone(ev) {
-    return { started: "ok", adopted: "ok", crashed: "bad", fatal: "bad", orphan_killed: "bad" }[ev] || "";
+    switch (ev) {
+      case "started": case "adopted": return "ok";
+      case "crashed": case "fatal": case "orphan_killed": return "bad";
+      default: return "";
+    }
   }
 
   function loadHistory() {
@@ -638,7 +653,7 @@
 
   setInterval(function () {              // uptime ticks locally; no network
     order.forEach(function (id) {
-      var s = servers[id], r = rows[id];
+      var s = servers.get(id), r = rows.get(id);
       if (s && r && s.running) setText(r.uptime, fmtUptime(uptimeOf(s)));
     });
   }, 1000);

@@ -1,0 +1,299 @@
+"""The OpenAPI 3.1 document of the JSON API, served at ``<prefix>/api/openapi.json``.
+
+Written by hand (the API is small and fixed) so it says exactly what the
+views answer; tests/test_openapi_fuzz.py checks it against the registered
+routes and fuzzes the API with it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .. import __version__
+
+STATUSES = ["stopped", "starting", "running", "stopping", "backoff", "fatal", "exited", "crashed"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": [kind, "null"]}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _sse(description: str) -> dict[str, Any]:
+    # Before 3.2 (itemSchema), a text/event-stream schema describes one event, as tools read it.
+    return {"description": description,
+            "content": {"text/event-stream": {"schema": _ref("Event")}}}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "description": "Every error: a stable code and a sentence for people.",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "success": {"const": False},
+            "pid": _nullable("integer"),
+            "log_tail": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "One server-sent event; `data` is one line of JSON.",
+        "properties": {
+            "event": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer"},
+        },
+    },
+    "ServerStatus": {
+        "type": "object",
+        "required": ["id", "name", "color", "command", "cwd", "ports", "status", "running", "pid",
+                     "health", "uptime", "restarts", "last_exit_code", "cpu_percent",
+                     "memory_rss", "orphaned", "orphaned_pid", "log_file"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "color": _nullable("string"),
+            "command": {"type": "string"},
+            "cwd": _nullable("string"),
+            "ports": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}},
+            "status": {"enum": STATUSES},
+            "running": {"type": "boolean"},
+            "pid": _nullable("integer"),
+            "health": {"type": "string"},
+            "uptime": _nullable("number"),
+            "restarts": {"type": "integer", "minimum": 0},
+            "last_exit_code": _nullable("integer"),
+            "cpu_percent": _nullable("number"),
+            "memory_rss": _nullable("integer"),
+            "orphaned": {"type": "boolean"},
+            "orphaned_pid": _nullable("integer"),
+            "log_file": _nullable("string"),
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
+            "autorestart": {"enum": ["no", "on-failure", "always"]},
+            "message": _nullable("string"),
+            "env_keys": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Instance": {
+        "type": ["object", "null"],
+        "properties": {
+            "name": {"type": "string"},
+            "pid": {"type": "integer"},
+            "is_leader": {"type": "boolean"},
+            "leader": _nullable("string"),
+        },
+    },
+    "ServerList": {
+        "type": "object",
+        "required": ["servers"],
+        "properties": {"servers": {"type": "array", "items": _ref("ServerStatus")},
+                       "instance": _ref("Instance")},
+    },
+    "ActionResult": {
+        "type": "object",
+        "required": ["success", "message", "pid"],
+        "properties": {"success": {"const": True}, "message": {"type": "string"},
+                       "pid": _nullable("integer")},
+    },
+    "KillResult": {
+        "type": "object",
+        "required": ["success", "id", "pid", "signal", "exit_code", "message"],
+        "properties": {"success": {"type": "boolean"}, "id": {"type": "string"},
+                       "pid": _nullable("integer"), "signal": _nullable("string"),
+                       "exit_code": _nullable("integer"), "message": {"type": "string"}},
+    },
+    "Logs": {
+        "type": "object",
+        "required": ["lines"],
+        "properties": {"lines": {"type": "array", "items": {"type": "string"}}},
+    },
+    "HistoryEntry": {
+        "type": "object",
+        "required": ["id", "event", "at"],
+        "properties": {
+            "id": {"type": "string"},
+            "event": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "pid": _nullable("integer"),
+            "exit_code": _nullable("integer"),
+            "reason": _nullable("string"),
+            "log_tail": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["history"],
+        "properties": {"history": {"type": "array", "items": _ref("HistoryEntry")}},
+    },
+    "ReloadResult": {
+        "type": "object",
+        "required": ["changes"],
+        "properties": {"changes": {"type": "object",
+                                   "additionalProperties": {"type": "string"}}},
+    },
+    "StartBody": {
+        "type": "object",
+        "properties": {"wait": {"type": "boolean", "default": True}},
+        "additionalProperties": False,
+    },
+    "EmptyBody": {"type": "object", "additionalProperties": False},
+    "KillOrphanBody": {
+        "type": "object",
+        "required": ["pid"],
+        "properties": {"pid": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}},
+        "additionalProperties": False,
+    },
+}
+
+
+
+def _query_int(name: str, low: int, high: int, default: int, what: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": what,
+            "schema": {"type": "integer", "minimum": low, "maximum": high, "default": default}}
+
+
+def _common_errors(*, unknown: bool = False, body: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if body:
+        out["400"] = _error("bad_json, bad_field or bad_content_type")
+    out["401"] = _error("token configured and missing or wrong")
+    out["403"] = _error("refused: forbidden, cross_origin, bad_host, remote_refused")
+    if unknown:
+        out["404"] = _error("unknown server id")
+    return out
+
+
+def _server_id(ids: list[str]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if ids:
+        schema["examples"] = ids  # the registered ids (clients and fuzzers start there)
+    return {"name": "server_id", "in": "path", "required": True,
+            "description": "a registered server id", "schema": schema}
+
+
+def _body(schema: str, required: bool) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _action(summary: str, body: dict[str, Any], server_id: dict[str, Any], *,
+            conflicts: bool = True, server_error: bool = False) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": _json(_ref("ActionResult"), "done"),
+                                 **_common_errors(unknown=True, body=True)}
+    if conflicts:
+        responses["409"] = _error("already_running, already_stopped, port_in_use, "
+                                  "start_cancelled")
+    responses["500"] = _error("start_failed, start_timeout, stop_failed" if server_error
+                              else "stop_failed")
+    return {
+        "summary": summary,
+        "parameters": [server_id],
+        "requestBody": body,
+        "responses": responses,
+    }
+
+
+def _paths(ids: list[str], token: bool) -> dict[str, Any]:
+    server_id = _server_id(ids)
+    # Without a token, a POST needs Content-Type: application/json (the CSRF guard), so a
+    # body (`{}` will do) is required; with a token, no body is fine.
+    empty = _body("EmptyBody", required=not token)
+    return {
+        "/openapi.json": {"get": {
+            "summary": "this document",
+            "responses": {"200": _json({"type": "object"}, "the OpenAPI document"),
+                          **_common_errors()}}},
+        "/servers": {"get": {
+            "summary": "every registered server's status",
+            "responses": {"200": _json(_ref("ServerList"), "the servers"), **_common_errors()}}},
+        "/servers/{server_id}": {"get": {
+            "summary": "one server's status",
+            "parameters": [server_id],
+            "responses": {"200": _json(_ref("ServerStatus"), "the status"),
+                          **_common_errors(unknown=True)}}},
+        "/servers/{server_id}/start": {"post": _action(
+            "start a server (waits for readiness unless wait is false)",
+            _body("StartBody", required=not token), server_id, server_error=True)},
+        "/servers/{server_id}/stop": {"post": _action("stop a server", empty, server_id)},
+        "/servers/{server_id}/restart": {"post": _action(
+            "stop then start a server", empty, server_id, server_error=True)},
+        "/servers/{server_id}/kill-orphan": {"post": {
+            "summary": "kill the untracked process holding this server's port",
+            "parameters": [server_id],
+            "requestBody": _body("KillOrphanBody", required=True),
+            "responses": {"200": _json(_ref("KillResult"), "killed"),
+                          **_common_errors(unknown=True, body=True),
+                          "403": _error("not_orphan (or refused, as for every route)")}}},
+        "/servers/{server_id}/logs": {"get": {
+            "summary": "the last lines of the server's log",
+            "parameters": [server_id, _query_int("lines", 1, 10_000, 100, "how many lines")],
+            "responses": {"200": _json(_ref("Logs"), "the lines"),
+                          **_common_errors(unknown=True, body=True)}}},
+        "/servers/{server_id}/logs/stream": {"get": {
+            "summary": "SSE: the last `lines` lines, then every new line, across rotation",
+            "parameters": [server_id, _query_int("lines", 0, 10_000, 0, "backlog lines")],
+            "responses": {"200": _sse("`lines` and `rotated` events, heartbeat comments"),
+                          **_common_errors(unknown=True, body=True)}}},
+        "/servers/{server_id}/history": {"get": {
+            "summary": "what happened to the server, newest first",
+            "parameters": [server_id, _query_int("limit", 1, 1000, 50, "how many entries")],
+            "responses": {"200": _json(_ref("History"), "the history"),
+                          **_common_errors(unknown=True, body=True)}}},
+        "/reload": {"post": {
+            "summary": "re-read the config file (`procsync serve` only)",
+            "requestBody": empty,
+            "responses": {"200": _json(_ref("ReloadResult"), "what changed, id -> change"),
+                          **_common_errors(body=True),
+                          "501": _error("not_supported: the app has no config file")}}},
+        "/events": {"get": {
+            "summary": "SSE: every orchestrator signal, a snapshot on connect, periodic status",
+            "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
+                            "description": "replay buffered events after this id (ASCII "
+                                           "digits; anything else is ignored)",
+                            "schema": {"type": "string"}}],
+            "responses": {"200": _sse("one event per signal: id, event name, JSON data"),
+                          **_common_errors()}}},
+    }
+
+
+def openapi_document(api_url: str, *, token: bool, server_ids: list[str] | None = None,
+                     ) -> dict[str, Any]:
+    """The document for an API mounted at `api_url` (e.g. "/procsync/api").
+
+    `token`: whether PROCSYNC_AUTH_TOKEN is set (adds the bearer security scheme);
+    `server_ids`: the registered ids, given as examples of the `server_id` parameter.
+    """
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "procsync",
+            "version": __version__,
+            "description": "Start, stop and watch the registered servers. Every error is "
+                           "{\"error\": CODE, \"message\": TEXT}. See docs/flask.md.",
+        },
+        "servers": [{"url": api_url or "/"}],
+        "paths": _paths(list(server_ids or ()), token),
+        "components": {"schemas": copy.deepcopy(SCHEMAS)},
+    }
+    if token:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc
+
+
+__all__ = ["openapi_document"]
