@@ -98,18 +98,23 @@ def command_text(command: str | Sequence[str]) -> str:
     return command if isinstance(command, str) else shlex.join(command)
 
 
-def _check_text(server_id: str, name: str, value: str) -> str:
-    """`value` if it can be an argument, a variable or a path: no NUL byte, encodable for the OS.
-
-    The message gives the position, not the value: it may be a secret.
-    """
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be an argument, a variable or a path (a NUL byte, not encodable for
+    the OS), or None. It gives the position, not the value: the value may be a secret."""
     if "\0" in value:
-        raise ConfigError(server_id, name, f"contains a NUL byte (at character {value.index(chr(0)) + 1})")
+        return f"contains a NUL byte (at character {value.index(chr(0)) + 1})"
     try:
         os.fsencode(value)
     except UnicodeEncodeError as err:  # a lone surrogate: nothing can pass it to exec()
-        raise ConfigError(server_id, name, f"cannot be encoded for the operating system "
-                                           f"(character {err.start + 1} is a lone surrogate)") from None
+        return f"cannot be encoded for the operating system (character {err.start + 1} is a lone surrogate)"
+    return None
+
+
+def _check_text(server_id: str, name: str, value: str) -> str:
+    """`value` if it can be an argument, a variable or a path (see `text_problem`)."""
+    problem = text_problem(value)
+    if problem:
+        raise ConfigError(server_id, name, problem)
     return value
 
 
@@ -178,7 +183,8 @@ def check_url(server_id: str, name: str, value: Any) -> str:
     if isinstance(value, str) and not any(c.isspace() or not c.isprintable() for c in value):
         try:
             parts = urlsplit(value)
-            if parts.scheme in ("http", "https") and parts.hostname and (parts.port or True):
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+            if parts.scheme in ("http", "https") and parts.hostname:
                 return value
         except ValueError:  # a bad IPv6 literal, a port out of range
             pass
@@ -371,9 +377,8 @@ class ServerConfig:
         put(self, "ports", _check_ports(sid, self.ports))
         if self.color is not None and not isinstance(self.color, str):
             raise ConfigError(sid, "color", f"must be a string, not {_repr(self.color)}")
-        for name in ("shell", "autostart"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(sid, name, f"must be true or false, not {_repr(getattr(self, name))}")
+        if not isinstance(self.autostart, bool):
+            raise ConfigError(sid, "autostart", f"must be true or false, not {_repr(self.autostart)}")
         put(self, "stop_signal", signal_name(self.stop_signal, sid))
         for name in ("stop_timeout", "start_timeout", "backoff_initial", "backoff_max", "stable_after"):
             _check_seconds(sid, name, getattr(self, name))
@@ -434,13 +439,14 @@ class ServerConfig:
         if self.cwd is not None and not Path(self.cwd).is_dir():
             raise ConfigError(server_id, "cwd", f"directory {self.cwd!r} does not exist")
 
-    def to_spawn(self, server_id: str, log_file: str | None = None) -> SpawnConfig:
-        """The SpawnConfig for running this server under `server_id`."""
+    def to_spawn(self, server_id: str, log_file: str | None = None,
+                 extra_env: Mapping[str, str] | None = None) -> SpawnConfig:
+        """The SpawnConfig for running this server under `server_id` (`extra_env` over `env`)."""
         return SpawnConfig(
             id=server_id,
             command=self.command,
             cwd=self.cwd,
-            env=self.env,
+            env={**(self.env or {}), **extra_env} if extra_env else self.env,
             shell=self.shell,
             ports=tuple(self.ports),
             log_file=self.log_file or log_file,
@@ -499,6 +505,7 @@ __all__ = [
     "as_server_config",
     "check_id",
     "check_url",
+    "text_problem",
     "command_text",
     "load_config",
     "signal_name",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import signals
-from .config import MAX_SECONDS, ServerConfig, check_id, check_url
+from .config import MAX_SECONDS, ServerConfig, check_id, check_url, text_problem
 from .errors import ConfigError, ProcSyncError
 from .redact import MASK, remember_expansion
 
@@ -244,8 +244,9 @@ class _TomlReader:
     def path_value(self, table: str, key: str, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
             raise self.error(table, key, f"must be a path (a non-empty string), not {value!r}")
-        if "\0" in value:
-            raise self.error(table, key, f"contains a NUL byte (at character {value.index(chr(0)) + 1})")
+        problem = text_problem(value)
+        if problem:
+            raise self.error(table, key, problem)
         return str(self.folder / Path(value).expanduser())
 
     def read_settings(self, table: Any) -> Settings:

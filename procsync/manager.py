@@ -46,6 +46,7 @@ from .errors import (
 )
 from .logs import LogFileError, LogRotator, ensure_log_dir, open_log
 from .proctree import (
+    ID_VAR,
     TOKEN_VAR,
     alive,
     group_exists,
@@ -60,7 +61,6 @@ from .redact import shown_command
 
 log = logging.getLogger(__name__)
 
-ID_VAR = "PROCSYNC_ID"
 POLL_INTERVAL = 0.05  # seconds, only where pidfd_open is missing
 def default_log_dir() -> Path:
     """Where logs go when no log_dir is given: a per-user folder in the temp dir."""

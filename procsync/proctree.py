@@ -30,13 +30,23 @@ STATE_VAR = "PROCSYNC_STATE"
 CREATE_TIME_TOLERANCE = 0.005  # psutil create_time has clock-tick (10 ms) resolution
 
 
-def _ppid(pid: int) -> int | None:
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name, or None when it is gone.
+
+    [0] is the state, [1] the ppid, [2] the pgid, [3] the session, [19] the start
+    time in clock ticks. One small read: several times cheaper than psutil.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    return int(stat[stat.rfind(b")") + 2:].split()[1])
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def _ppid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def protected_pids() -> dict[int, str]:
@@ -136,15 +146,8 @@ def _newer_processes(create_time: float) -> list[tuple[int, int, int, int]]:
         pid = int(name)
         if pid == me:
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        # fields[0] is the state, [1] the ppid, [2] the pgid, [3] the session, [19] the start
-        # time in clock ticks
-        if fields[0] in (b"Z", b"X") or int(fields[19]) < oldest:
+        fields = _stat_fields(name)
+        if fields is None or fields[0] in (b"Z", b"X") or int(fields[19]) < oldest:
             continue
         out.append((pid, int(fields[1]), int(fields[2]), int(fields[3])))
     return out

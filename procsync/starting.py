@@ -11,7 +11,6 @@ so a stop or a newer start that came meanwhile wins.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -94,9 +93,8 @@ class StartMixin:
         sid, config = server.id, server.config
         try:
             config.check_runtime(sid)
-            spawn = config.to_spawn(sid)
-            # the state file it belongs to: found again even if we die before recording it
-            spawn = dataclasses.replace(spawn, env={**(spawn.env or {}), STATE_VAR: self._state_key})
+            # with the state file it belongs to: found again even if we die before recording it
+            spawn = config.to_spawn(sid, extra_env={STATE_VAR: self._state_key})
         except ConfigError as err:
             return self._abort(server, gen, str(err), "bad_config", automatic)
         record = self._safe(self.store.get_process, sid)

@@ -312,11 +312,7 @@ class SQLiteStateStore(StateStore):
         if pending.entries_cleared:
             conn.execute("DELETE FROM processes")
         for id, info in pending.entries.items():
-            if info is None:
-                conn.execute("DELETE FROM processes WHERE id = ?", (id,))
-            else:
-                conn.execute(f"INSERT OR REPLACE INTO processes ({_COLUMNS}) VALUES "
-                             f"({', '.join('?' * 14)})", _info_to_row(info))
+            self._put(conn, id, info)
         if pending.all_history_cleared:
             conn.execute("DELETE FROM history")
         for id in pending.history_cleared:
@@ -377,11 +373,7 @@ class SQLiteStateStore(StateStore):
             if new is old:
                 return old
             computed.append(new)
-            if new is None:
-                conn.execute("DELETE FROM processes WHERE id = ?", (id,))
-            else:
-                conn.execute(f"INSERT OR REPLACE INTO processes ({_COLUMNS}) VALUES "
-                             f"({', '.join('?' * 14)})", _info_to_row(new))
+            self._put(conn, id, new)
             return new
 
         def keep() -> bool:
@@ -406,6 +398,15 @@ class SQLiteStateStore(StateStore):
             return True
 
         self._write(lambda conn: conn.execute("DELETE FROM processes"), keep)
+
+    @staticmethod
+    def _put(conn: sqlite3.Connection, id: str, info: StoredProcessInfo | None) -> None:
+        """Write the row of `id` (delete it when `info` is None), inside the caller's transaction."""
+        if info is None:
+            conn.execute("DELETE FROM processes WHERE id = ?", (id,))
+        else:
+            conn.execute(f"INSERT OR REPLACE INTO processes ({_COLUMNS}) VALUES "
+                         f"({', '.join('?' * 14)})", _info_to_row(info))
 
     @staticmethod
     def _insert_event(conn: sqlite3.Connection, entry: HistoryEntry) -> None:

@@ -7,7 +7,7 @@ import socket
 import pytest
 from helpers import fill_backlog, kill_marked_after_grace
 
-from procsync import ServerOrchestrator
+from procsync import ProcessManager, ServerOrchestrator
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +49,32 @@ def hanging_port():
         for client in clients:
             client.close()
         server.close()
+
+
+@pytest.fixture
+def manager(tmp_path):
+    """A ProcessManager logging under tmp_path; kills what it runs and closes after the test."""
+    mgr = ProcessManager(log_dir=tmp_path / "logs")
+    try:
+        yield mgr
+    finally:
+        mgr.kill_all()
+        mgr.close()
+
+
+@pytest.fixture
+def make_orch(tmp_path):
+    """Makes orchestrators on one fresh state file (fast monitor); stops their servers after."""
+    made: list[ServerOrchestrator] = []
+
+    def make(**kw) -> ServerOrchestrator:
+        kw.setdefault("log_dir", tmp_path / "logs")
+        orch = ServerOrchestrator(tmp_path / "state.json", interval=0.2, **kw)
+        made.append(orch)
+        return orch
+
+    try:
+        yield make
+    finally:
+        for orch in made:
+            orch.shutdown(stop_servers=True)

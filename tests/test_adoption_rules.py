@@ -31,7 +31,6 @@ from helpers import (
 
 from procsync import (
     IdentityMismatch,
-    ProcessManager,
     ServerOrchestrator,
     StoredProcessInfo,
     open_store,
@@ -96,7 +95,7 @@ class SignalGuard:
         return [call for call in self.sent + self.refused if call[1] in pids]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def signal_guard():
     guard = SignalGuard()
     os.kill, os.killpg = guard.kill, guard.killpg
@@ -128,32 +127,6 @@ def procs(signal_guard):
                 pass
             proc.wait()
             proc.stdout.close()
-
-
-@pytest.fixture
-def make_orch(tmp_path, signal_guard):
-    made: list[ServerOrchestrator] = []
-
-    def make() -> ServerOrchestrator:
-        orch = ServerOrchestrator(tmp_path / "state.json", interval=0.2, log_dir=tmp_path / "logs")
-        made.append(orch)
-        return orch
-
-    try:
-        yield make
-    finally:
-        for orch in made:
-            orch.shutdown(stop_servers=True)
-
-
-@pytest.fixture
-def manager(tmp_path, signal_guard):
-    mgr = ProcessManager(log_dir=tmp_path / "logs")
-    try:
-        yield mgr
-    finally:
-        mgr.kill_all()
-        mgr.close()
 
 
 #: A process with a child in its process group; prints the child's pid, then sleeps.

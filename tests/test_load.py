@@ -431,7 +431,8 @@ def test_hundred_http_clients_on_procsync_serve(tmp_path, token):
             t.join(timeout=HTTP_SECONDS + STUCK + 60)
         dog.stop()
         if dog.tripped is not None:
-            time.sleep(1)  # not a synchronisation: give the SIGABRT'd serve a moment to print
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                serve.proc.wait(timeout=10)  # faulthandler prints every stack, then it dies
             raise AssertionError(f"{dog.tripped}\n--- procsync serve's stacks:\n{serve.err.read_text()[-20000:]}")
         assert not [t.name for t in threads if t.is_alive()], all_stacks()
         elapsed = time.monotonic() - began

@@ -26,16 +26,6 @@ def victim(tmp_path):
     return path
 
 
-@pytest.fixture
-def manager(tmp_path):
-    m = ProcessManager(log_dir=tmp_path / "logs")
-    try:
-        yield m
-    finally:
-        m.kill_all()
-        m.close()
-
-
 def test_spawn_refuses_a_log_path_that_is_a_symlink(manager, tmp_path, victim):
     (tmp_path / "logs").mkdir()
     link = tmp_path / "logs" / "web.log"

@@ -31,14 +31,6 @@ from procsync.logs import tail_lines
 SLEEP = python_cmd("import time; time.sleep(60)")
 
 
-@pytest.fixture
-def manager(tmp_path):
-    mgr = ProcessManager(log_dir=tmp_path / "logs")
-    yield mgr
-    mgr.kill_all()
-    mgr.close()
-
-
 class Recorder:
     """Collects the payloads of one signal sent by one sender."""
 

@@ -37,16 +37,6 @@ BUSY = python_cmd("while True: pass")
 
 
 @pytest.fixture
-def manager(tmp_path):
-    mgr = ProcessManager(log_dir=tmp_path / "logs")
-    try:
-        yield mgr
-    finally:
-        mgr.kill_all()
-        mgr.close()
-
-
-@pytest.fixture
 def monitor(manager):
     mon = ProcessMonitor(manager, interval=0.1, port_timeout=0.3, unresponsive_after=3)
     try:
@@ -482,8 +472,6 @@ def test_stop_returns_quickly_mid_interval(manager, monitor, events):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0])
 def test_interval_must_be_finite_and_positive(value):
     """An infinite interval would silently stop the monitor thread's ticks: refused up front."""
-    from procsync import ProcessManager, ProcessMonitor
-
     manager = ProcessManager()
     with pytest.raises(ValueError, match="interval"):
         ProcessMonitor(manager, interval=value)

@@ -69,23 +69,6 @@ def procs():
                 proc.stdout.close()
 
 
-@pytest.fixture
-def make_orch(tmp_path):
-    made: list[ServerOrchestrator] = []
-
-    def make(**kw) -> ServerOrchestrator:
-        kw.setdefault("log_dir", tmp_path / "logs")
-        orch = ServerOrchestrator(tmp_path / "state.json", interval=0.2, **kw)
-        made.append(orch)
-        return orch
-
-    try:
-        yield make
-    finally:
-        for orch in made:
-            orch.shutdown(stop_servers=True)
-
-
 def write_state(path, entries: dict) -> None:
     path.write_text(json.dumps(entries))
 

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from .. import __version__
+from ..config import AUTORESTART_POLICIES
 
 STATUSES = ["stopped", "starting", "running", "stopping", "backoff", "fatal", "exited", "crashed"]
 
@@ -85,7 +86,7 @@ SCHEMAS: dict[str, Any] = {
             "orphaned_pid": _nullable("integer"),
             "log_file": _nullable("string"),
             "started_at": {"type": ["string", "null"], "format": "date-time"},
-            "autorestart": {"enum": ["no", "on-failure", "always"]},
+            "autorestart": {"enum": list(AUTORESTART_POLICIES)},
             "message": _nullable("string"),
             "env_keys": {"type": "array", "items": {"type": "string"}},
         },
