@@ -4,9 +4,13 @@ Measures, as medians over N runs (default 50):
 - exit detection: SIGKILL sent from outside -> process_exit received, for a
   spawned child and for an adopted process (not our child; watched via pidfd);
 - spawn: ProcessManager.spawn() of a small shell script against a bare
-  subprocess.Popen() of the same script with the same session and log file.
+  subprocess.Popen() of the same script with the same session and log file;
+- bulk (with --bulk N, default 200): N `sleep` processes spawned from 16
+  threads (first spawn call -> last spawn returned), then all of them
+  stopped at once (kill_many, or kill_all where it is missing) -> every
+  pid gone (a zombie counts as gone).
 
-Run: python bench/bench_manager.py [--runs 50]
+Run: python bench/bench_manager.py [--runs 50] [--bulk 200]
 """
 
 from __future__ import annotations
@@ -103,16 +107,51 @@ def measure_spawn(manager: ProcessManager, runs: int, workdir: Path) -> tuple[li
     return bare, ours
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def measure_bulk(manager: ProcessManager, count: int) -> tuple[float, float]:
+    """Seconds to spawn `count` sleeps from 16 threads, and to stop them all in one call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    configs = [SpawnConfig(id=f"bulk-{n}", command=["sleep", "600"]) for n in range(count)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        pids = [info.pid for info in pool.map(manager.spawn, configs)]
+    spawned = time.perf_counter() - t0
+    time.sleep(0.5)  # let the watcher register every pidfd
+    kill_many = getattr(manager, "kill_many", None)
+    t0 = time.perf_counter()
+    if kill_many is not None:
+        kill_many([c.id for c in configs])
+    else:
+        manager.kill_all()
+    while not all(gone(pid) for pid in pids):
+        time.sleep(0.001)
+    stopped = time.perf_counter() - t0
+    for c in configs:
+        manager.forget(c.id)
+    return spawned, stopped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--bulk", type=int, default=200, help="processes for the bulk rows (0: skip)")
     args = parser.parse_args()
+    bulk: tuple[float, float] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         manager = ProcessManager(log_dir=tmp)
         try:
             spawned = measure_exit(manager, args.runs, adopted=False)
             adopted = measure_exit(manager, args.runs, adopted=True)
             bare, ours = measure_spawn(manager, args.runs, Path(tmp))
+            if args.bulk:
+                bulk = measure_bulk(manager, args.bulk)
         finally:
             manager.kill_all()
             manager.close()
@@ -124,6 +163,11 @@ def main() -> None:
     print(f"{'spawn, bare subprocess.Popen':44} {ms(bare)} {p90(bare)}")
     print(f"{'spawn, ProcessManager.spawn':44} {ms(ours)} {p90(ours)}")
     print(f"{'spawn overhead over bare Popen (paired)':44} {ms(overhead)} {p90(overhead)}")
+    if bulk is not None:
+        how = "kill_many" if hasattr(ProcessManager, "kill_many") else "kill_all"
+        print(f"\nbulk, {args.bulk} sleep processes")
+        print(f"{'spawn all (16 threads) -> all running':44} {bulk[0] * 1000:8.1f} ms")
+        print(f"{how + ' -> all gone':44} {bulk[1] * 1000:8.1f} ms")
 
 
 if __name__ == "__main__":

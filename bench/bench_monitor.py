@@ -12,6 +12,15 @@ that sets the cpu_percent baselines) for 10, 100 and 500 processes with an
 open port each and for 100 processes with a hanging port; then the
 monitor thread's CPU use over 60 s (15 s with --quick) with 100 processes
 at the default 3 s interval. Loopback traffic only; bounded well under 3 min.
+
+    python bench/bench_monitor.py --idle 200 [--window 30]
+
+measures instead the idle cost of the process layer as a host process pays
+it: CPU seconds (psutil cpu_times, user + system, all threads) of this
+process over `--window` seconds while a ProcessManager runs N `sleep`
+children with no ports (its watcher and log rotator threads), once with a
+ProcessMonitor at the default checks (3 s interval) and once with checks
+off (interval=0: no monitor thread).
 """
 
 from __future__ import annotations
@@ -180,10 +189,63 @@ def idle_row(ports: list[int], seconds: float, log_dir: str) -> tuple[float, flo
         fleet.close()
 
 
+def host_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def idle_host_row(count: int, window: float, interval: float | None, log_dir: str) -> float:
+    """CPU seconds this process uses over `window` s with `count` idle children."""
+    manager = ProcessManager(log_dir=log_dir)
+    pids = [manager.spawn(SpawnConfig(id=f"idle{i}", command=["sleep", "3600"])).pid
+            for i in range(count)]
+    monitor = None
+    try:
+        if interval is not None:
+            monitor = ProcessMonitor(manager, interval=interval)
+            monitor.start()
+        time.sleep(3.5)  # past the first tick (baselines) and the first log looks
+        c0 = host_cpu()
+        time.sleep(window)
+        return host_cpu() - c0
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        manager.kill_many([f"idle{i}" for i in range(count)]) if hasattr(manager, "kill_many") \
+            else manager.kill_all()
+        manager.close()
+        for pid in pids:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def idle_host(count: int, window: float) -> None:
+    with tempfile.TemporaryDirectory() as log_dir:
+        checks = idle_host_row(count, window, 3.0, log_dir)
+        try:
+            off = idle_host_row(count, window, 0, log_dir)
+            off_label = "checks off (interval=0)"
+        except ValueError:  # before interval=0 existed: no monitor at all
+            off = idle_host_row(count, window, None, log_dir)
+            off_label = "no monitor"
+    print(f"idle host CPU, {count} sleep children, {window:g} s window "
+          f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print(f"  default checks (interval 3 s): {checks:.3f} s CPU per {window:g} s")
+    print(f"  {off_label}: {off:.3f} s CPU per {window:g} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="15 s idle run instead of 60 s")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="only the idle host CPU with this many sleep children")
+    parser.add_argument("--window", type=float, default=30.0, help="idle window for --idle, s")
     args = parser.parse_args()
+    if args.idle:
+        idle_host(args.idle, args.window)
+        return
     idle_seconds = 15.0 if args.quick else 60.0
     rounds = 3
     listener, ports = open_ports(500)

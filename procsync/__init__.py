@@ -26,8 +26,7 @@ from .store import (
     StoredProcessInfo,
     open_store,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ActionResult",

@@ -25,8 +25,11 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+from .locks import ordered_lock
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +194,29 @@ def _tail_one(path: Path, lines: int) -> list[str]:
 
 
 class LogRotator:
-    """A daemon thread that rotates log files past their size limit, once a second."""
+    """A daemon thread that rotates log files past their size limit.
 
-    def __init__(self, targets: Callable[[], list[tuple[str, int, int]]], interval: float = 1.0) -> None:
+    A log that grew since its last look is looked at again after `interval`
+    seconds (1 s); one that did not grow waits twice as long as the last
+    time, up to `idle_interval` (8 s), so a fleet of quiet servers costs a
+    few stat calls every several seconds, and a log that starts to grow is
+    back on the short interval after its next look. `on_missing(path)` is
+    called once when a log is found deleted (again after it reappears).
+    """
+
+    def __init__(self, targets: Callable[[], list[tuple[str, int, int]]], interval: float = 1.0,
+                 *, idle_interval: float = 8.0,
+                 on_missing: Callable[[str], None] | None = None) -> None:
         self._targets = targets  # -> [(path, max_bytes, backups)]
         self.interval = interval
+        self.idle_interval = max(idle_interval, interval)
+        self._on_missing = on_missing
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("logs.rotator")
         self._thread: threading.Thread | None = None
         self._refused: set[str] = set()  # paths already warned about
+        self._missing: set[str] = set()  # paths reported to on_missing
+        self._looks: dict[str, tuple[int, float, float]] = {}  # path -> (size, wait, due)
 
     def start(self) -> None:
         with self._lock:
@@ -210,34 +227,66 @@ class LogRotator:
             self._thread.start()
 
     def check_now(self) -> int:
-        """Rotate every file over its limit now; how many were rotated."""
+        """Rotate every file over its limit now, whatever its schedule; how many were rotated."""
+        return self._check(None)
+
+    def _check(self, now: float | None) -> int:
+        """Look at the files due at `now` (monotonic; all when None); how many were rotated."""
         rotated = 0
-        for path, max_bytes, backups in self._targets():
+        targets = self._targets()
+        looks: dict[str, tuple[int, float, float]] = {}
+        for path, max_bytes, backups in targets:
+            last = self._looks.get(path)
+            if now is not None and last is not None and last[2] > now:
+                looks[path] = last  # not due yet
+                continue
+            size, wait = -1, self.interval
             try:
                 st = os.lstat(path)
-                if (stat.S_ISLNK(st.st_mode) or st.st_size > max_bytes) and rotate(path, backups):
+                size = st.st_size
+                if (stat.S_ISLNK(st.st_mode) or size > max_bytes) and rotate(path, backups):
                     rotated += 1
+                    size = 0
                 self._refused.discard(path)
+                self._missing.discard(path)
+                if last is not None and size == last[0]:
+                    wait = min(last[1] * 2, self.idle_interval)  # quiet: look less often
             except FileNotFoundError:
-                continue
+                if path not in self._missing and self._on_missing is not None:
+                    self._missing.add(path)
+                    try:
+                        self._on_missing(path)
+                    except Exception:
+                        log.exception("reporting the deleted log %s failed", path)
+                wait = self.idle_interval
             except LogFileError as err:
                 if path not in self._refused:  # once, not every second
                     self._refused.add(path)
                     log.warning("%s", err.strerror)
             except OSError:
                 log.exception("rotating %s failed", path)
+            looks[path] = (size, wait, (now if now is not None else time.monotonic()) + wait)
+        self._looks = looks
+        self._missing &= looks.keys()
         return rotated
 
+    def _next_due(self) -> float:
+        if not self._looks:
+            return self.interval
+        return max(0.0, min(due for _size, _wait, due in self._looks.values()) - time.monotonic())
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # a file of a new process is looked at within `interval`; others when they are due
+        while not self._stop.wait(min(self.interval, self._next_due())):
             try:
-                self.check_now()
+                self._check(time.monotonic())
             except Exception:
                 log.exception("log rotation failed")
 
     def stop(self) -> None:
         self._stop.set()
-        thread, self._thread = self._thread, None
+        with self._lock:
+            thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 

@@ -15,6 +15,12 @@ what is provably its own: its group and session (when it leads them) and its
 token, never a walk of its descendants. No pid is signalled unless its
 create_time still matches the one recorded, and PID 1, the host process and
 its ancestors are never adopted nor signalled.
+
+The watcher thread only notices exits, reaps and sends ``process_exit``:
+its receivers run on that thread, one exit after another, so they must not
+block (hand slow work to a queue). What a crashed process left behind is
+stopped on a short-lived thread of its own; what a stop left behind, by
+the stop itself. ``kill_many`` stops a batch with one scan of /proc.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import dataclasses
 import errno
 import logging
 import os
+import queue
 import selectors
 import signal as _signal
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -44,14 +51,18 @@ from .errors import (
     ProtectedProcessError,
     SpawnError,
 )
+from .locks import ordered_lock
 from .logs import LogFileError, LogRotator, ensure_log_dir, open_log
 from .proctree import (
     ID_VAR,
     TOKEN_VAR,
+    Owner,
     alive,
+    create_time_of,
+    find_trees,
     group_exists,
     process_alive,
-    process_tree,
+    protected_pids,
     protected_reason,
     same_identity,
     wait_gone,
@@ -62,6 +73,10 @@ from .redact import shown_command
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.05  # seconds, only where pidfd_open is missing
+SWEEP_ROUNDS = 5  # scans of /proc a stop makes at most for what a batch left behind
+KILL_GRACE = 5.0  # seconds to wait for a process to end after SIGKILL
+
+
 def default_log_dir() -> Path:
     """Where logs go when no log_dir is given: a per-user folder in the temp dir."""
     import tempfile  # here: it pulls in shutil, bz2, lzma and hashlib
@@ -85,12 +100,22 @@ class _Entry:
     last_signal: str | None = None
 
 
+@dataclasses.dataclass(slots=True, eq=False)
+class _Stop:
+    """One process of a kill_many() batch: its stop signal and its own deadline."""
+
+    entry: _Entry
+    signal: _signal.Signals
+    deadline: float
+    result: KillResult | None = None  # set when it was refused (protected, not ours)
+
+
 class ProcessManager:
     """Spawns and tracks processes by id; thread-safe."""
 
     def __init__(self, log_dir: str | os.PathLike[str] | None = None) -> None:
         self.log_dir = Path(log_dir) if log_dir is not None else default_log_dir()
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("manager")
         self._entries: dict[str, _Entry] = {}
         self._spawning: set[str] = set()
         self._pending: list[_Entry] = []  # entries waiting for the watcher to register them
@@ -102,14 +127,22 @@ class ProcessManager:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread: threading.Thread | None = None
-        self._rotator = LogRotator(self._rotation_targets)
-        self._missing_logs: set[tuple[str, int]] = set()  # (id, pid) whose log was deleted, warned
+        self._rotator = LogRotator(self._rotation_targets, on_missing=self._log_missing)
+        # crashed spawns whose strays (processes that left the group with the spawn's
+        # token) the `procsync-sweep` thread looks for, one after another
+        self._strays: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
+        self._sweeper: threading.Thread | None = None
+        self._targets: list[tuple[str, int, int]] | None = None  # the rotator's, until entries change
         self._closed = False
 
     # ----------------------------------------------------------------- spawn
 
-    def spawn(self, config: SpawnConfig) -> ProcessInfo:
-        """Start `config.command` under `config.id`; DuplicateProcessError if it runs already."""
+    def spawn(self, config: SpawnConfig, *, announce: bool = True) -> ProcessInfo:
+        """Start `config.command` under `config.id`; DuplicateProcessError if it runs already.
+
+        With `announce=False` the caller sends process_started later (`announce(info)`),
+        once it holds no lock: the orchestrator spawns inside its store claim.
+        """
         with self._lock:
             current = self._entries.get(config.id)
             if config.id in self._spawning or (current is not None and not current.ended.is_set()):
@@ -122,8 +155,13 @@ class ProcessManager:
                 self._spawning.discard(config.id)
         self._ensure_thread()
         self._watch(entry)
-        signals.send(signals.process_started, self, id=config.id, pid=entry.info.pid, info=entry.info)
+        if announce:
+            self.announce(entry.info)
         return entry.info
+
+    def announce(self, info: ProcessInfo) -> None:
+        """Send process_started for `info`, a process `spawn(..., announce=False)` started."""
+        signals.send(signals.process_started, self, id=info.id, pid=info.pid, info=info)
 
     def _start(self, config: SpawnConfig) -> _Entry:
         try:
@@ -166,9 +204,8 @@ class ProcessManager:
             self._spawn_failed(config, f"{err.strerror or err} ({argv[0]!r})")
         finally:
             os.close(log_fd)
-        try:
-            create_time = psutil.Process(popen.pid).create_time()
-        except psutil.Error:  # already gone and reaped by someone else: a best guess
+        create_time = create_time_of(popen.pid)  # one read of /proc/<pid>/stat
+        if create_time is None:  # already gone and reaped by someone else: a best guess
             create_time = time.time()
         info = ProcessInfo(
             id=config.id,
@@ -185,6 +222,7 @@ class ProcessManager:
         entry = _Entry(info=info, config=config, token=token, popen=popen)
         with self._lock:
             self._entries[config.id] = entry
+            self._targets = None
         return entry
 
     def _spawn_failed(self, config: SpawnConfig, problem: str) -> NoReturn:
@@ -268,6 +306,7 @@ class ProcessManager:
             if id in self._spawning or (current is not None and not current.ended.is_set()):
                 raise DuplicateProcessError(id, current.info.pid if current else None)
             self._entries[id] = entry
+            self._targets = None
         self._ensure_thread()
         self._watch(entry)
         return info
@@ -275,63 +314,115 @@ class ProcessManager:
     # ------------------------------------------------------------------ kill
 
     def kill(self, id: str, timeout: float | None = None) -> KillResult:
-        """Stop `id`: stop signal to its group and descendants, SIGKILL after the timeout."""
+        """Stop `id`: stop signal to its group, SIGKILL after the timeout, then its leftovers.
+
+        A batch of one (`kill_many`): one pass over /proc once the process has
+        ended finds what it left behind (descendants, group, session, token).
+        """
+        return self.kill_many([id], timeout=timeout)[id]
+
+    def kill_many(self, ids: Iterable[str], timeout: float | None = None) -> dict[str, KillResult]:
+        """Stop several processes at once; one KillResult per id (unknown ids included).
+
+        Each gets its stop signal (to its process group) at once; they are
+        waited for together (the watcher's pidfds tell when each ends), each
+        is SIGKILLed after its own stop timeout (`timeout` overrides them
+        all), and then ONE scan of /proc finds what the whole batch left
+        behind (members of their groups and sessions, processes carrying
+        their spawn tokens), which gets the stop signal and, past its
+        deadline, SIGKILL. The rules of a single stop hold for each: a pid
+        whose create_time changed is never signalled, protected pids never,
+        and nothing outside what provably belongs to these processes.
+        """
+        ids = list(dict.fromkeys(ids))
+        results: dict[str, KillResult] = {}
+        entries: list[_Entry] = []
         with self._lock:
-            entry = self._entries.get(id)
-            if entry is None:
-                return KillResult(False, id, None, None, None, f"unknown process {id!r}")
-            if entry.ended.is_set():
-                info = entry.info
-                return KillResult(False, id, info.pid, None, info.exit_code,
-                                  f"process {id!r} is not running ({info.status})")
-            entry.stop_requested = True
-        info = entry.info
-        config = entry.config
-        stop_timeout = timeout if timeout is not None else (config.stop_timeout if config else 10.0)
-        stop_sig = _signal.Signals[signal_name(config.stop_signal if config else "SIGTERM", id)]
-        why = protected_reason(info.pid)
-        if why is not None:
-            self._mark_ended(entry, None)
-            return KillResult(False, id, info.pid, None, None,
-                              f"pid {info.pid} is {why}; procsync never signals it")
-        if not self._verify(entry):
-            self._mark_ended(entry, None)
-            return KillResult(False, id, info.pid, None, None,
-                              f"pid {info.pid} is no longer the process started for {id!r}; not signalled")
-        deadline = time.monotonic() + stop_timeout
-        targets = self._tree(entry)
-        self._signal_all(entry, targets, stop_sig)
-        entry.last_signal = stop_sig.name
-        while time.monotonic() < deadline:
-            self._check_unwatched(entry)
-            if entry.ended.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-                targets = [p for p in self._tree(entry) if alive(p)]
-                if not targets:
-                    break
-                wait_gone(targets, min(0.1, max(0.0, deadline - time.monotonic())))
-        if not entry.ended.is_set() or any(alive(p) for p in self._tree(entry)):
-            self._sweep(entry, _signal.SIGKILL)
-            entry.last_signal = "SIGKILL"
-        self._check_unwatched(entry)
-        if not entry.ended.wait(5.0):
-            log.warning("process %r (pid %s) did not end after SIGKILL", id, info.pid)
-        entry.swept.wait(5.0)
+            for id in ids:
+                entry = self._entries.get(id)
+                if entry is None:
+                    results[id] = KillResult(False, id, None, None, None, f"unknown process {id!r}")
+                elif entry.ended.is_set():
+                    info = entry.info
+                    results[id] = KillResult(False, id, info.pid, None, info.exit_code,
+                                             f"process {id!r} is not running ({info.status})")
+                else:
+                    entry.stop_requested = True
+                    entries.append(entry)
+        batch: list[_Stop] = []
+        try:
+            protected = protected_pids()  # once for the batch: a few small reads
+            started = time.monotonic()
+            for entry in entries:
+                stop = self._prepare_stop(entry, timeout, started, protected)
+                if stop.result is not None:
+                    results[entry.info.id] = stop.result
+                    continue
+                self._signal_leader(entry, stop.signal, protected)
+                entry.last_signal = stop.signal.name
+                batch.append(stop)
+            for stop in sorted(batch, key=lambda s: s.deadline):  # all signalled: wait together
+                if not self._await_end(stop.entry, stop.deadline):
+                    self._signal_leader(stop.entry, _signal.SIGKILL, protected)
+                    stop.entry.last_signal = "SIGKILL"
+            self._sweep_batch(batch, protected)
+            for stop in batch:
+                entry = stop.entry
+                self._await_end(entry, time.monotonic() + KILL_GRACE)
+                if not entry.ended.is_set():
+                    log.warning("process %r (pid %s) did not end after SIGKILL", entry.info.id,
+                                entry.info.pid)
+        finally:
+            for entry in entries:
+                entry.swept.set()
         if threading.current_thread() is not self._thread:
-            entry.reported.wait(5.0)  # process_exit delivered before kill() answers
-        final = entry.info
-        return KillResult(
-            success=True, id=id, pid=info.pid, signal=entry.last_signal, exit_code=final.exit_code,
-            message=f"stopped {id!r} (pid {info.pid}) with {entry.last_signal}",
-        )
+            for stop in batch:
+                stop.entry.reported.wait(KILL_GRACE)  # process_exit delivered before we answer
+        for stop in batch:
+            info = stop.entry.info
+            results[info.id] = KillResult(
+                success=True, id=info.id, pid=info.pid, signal=stop.entry.last_signal,
+                exit_code=info.exit_code,
+                message=f"stopped {info.id!r} (pid {info.pid}) with {stop.entry.last_signal}",
+            )
+        return {id: results[id] for id in ids}
 
     def kill_all(self) -> list[KillResult]:
-        """Kill every running process in parallel."""
+        """Kill every running process, all at once (`kill_many`)."""
         with self._lock:
             ids = [i for i, e in self._entries.items() if not e.ended.is_set()]
         if not ids:
             return []
-        with ThreadPoolExecutor(max_workers=min(64, len(ids)), thread_name_prefix="procsync-kill") as pool:
-            return list(pool.map(self.kill, ids))
+        return list(self.kill_many(ids).values())
+
+    def _prepare_stop(self, entry: _Entry, timeout: float | None, now: float,
+                      protected: dict[int, str]) -> _Stop:
+        """The stop of `entry`, or a refusal (protected pid, pid no longer ours) in `result`."""
+        info, config = entry.info, entry.config
+        stop_timeout = timeout if timeout is not None else (config.stop_timeout if config else 10.0)
+        sig = _signal.Signals[signal_name(config.stop_signal if config else "SIGTERM", info.id)]
+        stop = _Stop(entry, sig, now + stop_timeout)
+        why = protected_reason(info.pid, protected)
+        if why is not None:
+            self._mark_ended(entry, None)
+            stop.result = KillResult(False, info.id, info.pid, None, None,
+                                     f"pid {info.pid} is {why}; procsync never signals it")
+        elif not self._verify(entry):
+            self._mark_ended(entry, None)
+            stop.result = KillResult(False, info.id, info.pid, None, None,
+                                     f"pid {info.pid} is no longer the process started for "
+                                     f"{info.id!r}; not signalled")
+        return stop
+
+    def _await_end(self, entry: _Entry, deadline: float) -> bool:
+        """Wait until `entry` has ended or `deadline` (monotonic) passed; True if it ended."""
+        while True:
+            self._check_unwatched(entry)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return entry.ended.is_set()
+            if entry.ended.wait(min(0.05, left)):
+                return True
 
     def _check_unwatched(self, entry: _Entry) -> None:
         """After close() nobody watches adopted processes: notice their end here."""
@@ -347,46 +438,81 @@ class ProcessManager:
         """True when the recorded pid is still the process we recorded."""
         if entry.popen is not None and entry.popen.returncode is None:
             return True  # our unreaped child: its pid cannot have been reused
-        try:
-            return same_identity(entry.info.create_time, psutil.Process(entry.info.pid).create_time())
-        except psutil.Error:
-            return False
+        actual = create_time_of(entry.info.pid)
+        return actual is not None and same_identity(entry.info.create_time, actual)
 
-    def _tree(self, entry: _Entry, *, group: bool = True, tokens: bool = True) -> list[psutil.Process]:
-        """What a stop or a cleanup of `entry` may signal (protected pids are never in it).
+    def _signal_leader(self, entry: _Entry, sig: int, protected: dict[int, str]) -> None:
+        """`sig` to the process group `entry` leads (else to the process alone), identity checked."""
+        info = entry.info
+        if entry.ended.is_set() or protected_reason(info.pid, protected) is not None:
+            return
+        if not self._verify(entry):
+            return
+        if info.pgid == info.pid and info.pgid != os.getpgid(0):
+            try:
+                os.killpg(info.pgid, sig)
+                return
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            proc = psutil.Process(info.pid)
+            if same_identity(info.create_time, proc.create_time()):
+                proc.send_signal(sig)
+        except psutil.Error:
+            pass
+
+    def _owner(self, entry: _Entry, *, group: bool = True, tokens: bool = True) -> Owner:
+        """What a sweep of `entry` may signal (protected pids are never in it).
 
         A process spawned here: its descendants, group, session and token. An
         adopted one: only what provably is that server's, its token and, when
         it leads them, its group and (with a token: a procsync spawn) session;
         never a walk of the descendants of a pid someone else started.
         """
-        if entry.popen is not None:
-            return process_tree(entry.info, entry.token, group=group, tokens=tokens, session=group)
-        return process_tree(entry.info, entry.token, group=group, tokens=tokens, descendants=False,
-                            session=group and entry.token is not None)
-
-    def _signal_all(self, entry: _Entry, targets: list[psutil.Process], sig: int) -> None:
         info = entry.info
-        if (info.pgid == info.pid and not entry.ended.is_set() and self._verify(entry)
-                and protected_reason(info.pgid) is None and info.pgid != os.getpgid(0)):
-            try:
-                os.killpg(info.pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for proc in targets:
-            try:
-                proc.send_signal(sig)  # psutil refuses a pid that was reused
-            except psutil.Error:
-                pass
+        if entry.popen is not None:
+            return Owner(info.id, info.pid, info.pgid, info.create_time, entry.token,
+                         group=group, session=group, tokens=tokens)
+        return Owner(info.id, info.pid, info.pgid, info.create_time, entry.token,
+                     descendants=False, group=group, session=group and entry.token is not None,
+                     tokens=tokens)
 
-    def _sweep(self, entry: _Entry, sig: int, rounds: int = 5) -> None:
-        """Signal the whole tree until none of it is left alive (zombies count as dead)."""
-        for _ in range(rounds):
-            targets = [p for p in self._tree(entry) if alive(p)]
-            if not targets:
+    def _foreign_sessions(self, mine: set[str]) -> set[int]:
+        """Sessions led by our other running spawns: none of their members carries our tokens."""
+        with self._lock:
+            return {e.info.pid for e in self._entries.values()
+                    if e.popen is not None and not e.ended.is_set() and e.info.id not in mine}
+
+    def _trees(self, owners: list[Owner], protected: dict[int, str] | None = None
+               ) -> dict[str, list[psutil.Process]]:
+        foreign = self._foreign_sessions({owner.key for owner in owners})
+        return find_trees(owners, foreign_sessions=foreign, protected=protected)
+
+    def _sweep_batch(self, batch: list[_Stop], protected: dict[int, str]) -> None:
+        """Stop what the batch left behind: one scan of /proc per round, the stop signal
+        first and SIGKILL once a process's deadline has passed, until nothing is left."""
+        todo = list(batch)
+        for _ in range(SWEEP_ROUNDS):
+            if not todo:
                 return
-            self._signal_all(entry, targets, sig)
-            wait_gone(targets, 1.0)
+            trees = self._trees([self._owner(stop.entry) for stop in todo], protected)
+            todo = [stop for stop in todo if trees.get(stop.entry.info.id)]
+            if not todo:
+                return
+            now = time.monotonic()
+            signalled: list[psutil.Process] = []
+            for stop in todo:
+                late = now >= stop.deadline
+                if late:
+                    stop.entry.last_signal = "SIGKILL"
+                for proc in trees[stop.entry.info.id]:
+                    try:
+                        proc.send_signal(_signal.SIGKILL if late else stop.signal)  # psutil
+                    except psutil.Error:  # refuses a pid that was reused
+                        pass
+                    signalled.append(proc)
+            waits = [stop.deadline - now for stop in todo if now < stop.deadline]
+            wait_gone(signalled, min(waits) if waits else KILL_GRACE / 5)
 
     # ------------------------------------------------------------- queries
 
@@ -441,6 +567,8 @@ class ProcessManager:
         so closing never leaves a zombie behind.
         """
         self._rotator.stop()
+        if self._sweeper is not None:
+            self._strays.put(None)  # it ends after the strays already queued
         with self._lock:
             self._closed = True
             live_children = any(e.popen is not None and not e.ended.is_set() for e in self._entries.values())
@@ -468,13 +596,18 @@ class ProcessManager:
             pass
 
     def _watch(self, entry: _Entry) -> None:
-        """Open a pidfd for `entry` and hand it to the watcher thread."""
+        """Open a pidfd for `entry` and hand it to the watcher thread (runs on the caller's)."""
         try:
             entry.pidfd = os.pidfd_open(entry.info.pid)
         except ProcessLookupError:
             entry.pidfd = None  # already gone: the poll path reports it at once
         except (AttributeError, OSError):
             entry.pidfd = None
+        if entry.pidfd is not None and entry.popen is None:
+            actual = create_time_of(entry.info.pid)  # the pidfd names this pid's process now
+            if actual is None or not same_identity(entry.info.create_time, actual):
+                os.close(entry.pidfd)  # gone (or reused) before it was opened: poll decides
+                entry.pidfd = None
         with self._lock:
             self._pending.append(entry)
         self._wake()
@@ -537,8 +670,8 @@ class ProcessManager:
                 entry.popen.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 return
-        if entry.popen is None and self._still_alive(entry):
-            return
+        # an adopted process's pidfd was checked against its create_time when it was opened:
+        # readable now means that very process ended (no /proc reads on this thread)
         assert entry.pidfd is not None
         self._selector.unregister(entry.pidfd)
         os.close(entry.pidfd)
@@ -553,8 +686,19 @@ class ProcessManager:
             entry.swept.set()
             entry.reported.set()
             return
-        threading.Thread(target=self._sweep_after_exit, args=(entry,), name="procsync-sweep",
-                         daemon=True).start()
+        if entry.stop_requested:
+            pass  # kill_many() sweeps what it left behind and then sets `swept`
+        elif entry.popen is None and not entry.token:
+            entry.swept.set()  # adopted, not a procsync spawn: nothing is provably its
+        elif info.pgid == info.pid and group_exists(info.pgid):
+            # a crash that left processes in its group: they are stopped (which waits) on
+            # a thread of their own, never here
+            threading.Thread(target=self._sweep_after_exit, args=(entry,),
+                             name="procsync-leftovers", daemon=True).start()
+        else:  # a crash with an empty group, the common case: a restart need not wait
+            entry.swept.set()
+            if entry.token:
+                self._sweep_strays(entry)
         try:
             signals.send(
                 signals.process_exit, self, id=info.id, pid=info.pid, exit_code=code, signal=sig,
@@ -571,28 +715,40 @@ class ProcessManager:
         with self._lock:
             entry.info = dataclasses.replace(entry.info, status=status, exit_code=code)
             entry.ended.set()
+            self._targets = None
             return entry.info
 
-    def _sweep_after_exit(self, entry: _Entry) -> None:
-        """After the leader ends, stop what it left behind: no stray grandchild keeps a port.
+    def _sweep_strays(self, entry: _Entry) -> None:
+        """Queue the crashed `entry` for the `procsync-sweep` thread (started on first use)."""
+        self._strays.put(entry)
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="procsync-sweep",
+                                             daemon=True)
+            self._sweeper.start()
 
-        The group is checked first with one killpg(0), the common case, and
-        `swept` is set as soon as the group is empty so that a restart need not
-        wait; processes that left the group but carry the spawn's token are
-        stopped next.
+    def _sweep_loop(self) -> None:
+        while (entry := self._strays.get()) is not None:
+            try:
+                self._stop_leftovers(entry, self._trees([self._owner(entry, group=False)])[entry.info.id])
+            except Exception:
+                log.exception("cleaning up after %r failed", entry.info.id)
+
+    def _sweep_after_exit(self, entry: _Entry) -> None:
+        """After the leader crashed, stop what it left behind: no stray grandchild keeps a port.
+
+        The group is checked first with one killpg(0), the common case: when
+        it is empty `swept` is set at once, so that a restart need not wait,
+        and only processes that left the group carrying the spawn's token
+        are looked for; otherwise one scan finds the whole tree.
         """
         try:
-            if entry.stop_requested:
-                return  # kill() escalates itself
-            if entry.popen is None and not entry.token:
-                return  # adopted, not a procsync spawn: with its process gone, nothing is provably its
             info = entry.info
-            group_left = info.pgid == info.pid and group_exists(info.pgid)
-            if group_left:
-                self._stop_leftovers(entry, self._tree(entry, tokens=False))
-            entry.swept.set()
-            if entry.token:
-                self._stop_leftovers(entry, self._tree(entry, group=False))
+            if info.pgid == info.pid and group_exists(info.pgid):
+                self._stop_leftovers(entry, self._trees([self._owner(entry)])[info.id])
+            else:
+                entry.swept.set()
+                if entry.token:
+                    self._stop_leftovers(entry, self._trees([self._owner(entry, group=False)])[info.id])
         except Exception:
             log.exception("cleaning up after %r failed", entry.info.id)
         finally:
@@ -620,23 +776,28 @@ class ProcessManager:
         wait_gone(leftovers, 5.0)
 
     def _rotation_targets(self) -> list[tuple[str, int, int]]:
-        """The logs of live processes, for the rotator; warns once about a log deleted under one."""
+        """(path, max_bytes, backups) of every live process's log, for the rotator.
+
+        Rebuilt only after a spawn, an adoption or an exit, not on every look.
+        """
         with self._lock:
-            entries = [e for e in self._entries.values() if not e.ended.is_set()]
-        targets, live = [], set()
-        for e in entries:
-            path, config, key = e.info.log_file, e.config, (e.info.id, e.info.pid)
-            if not path or config is None:
-                continue
-            targets.append((path, config.log_max_bytes, config.log_backups))
-            live.add(key)
-            if key not in self._missing_logs and not os.path.lexists(path):
-                self._missing_logs.add(key)
-                log.warning("server %r (pid %s) keeps running, but its log file %s was deleted: "
-                            "its output is lost until it is restarted (a start creates the file "
-                            "and its folder again)", key[0], key[1], path)
-        self._missing_logs &= live
-        return targets
+            if self._targets is None:
+                self._targets = [
+                    (e.info.log_file, e.config.log_max_bytes, e.config.log_backups)
+                    for e in self._entries.values()
+                    if not e.ended.is_set() and e.info.log_file and e.config is not None
+                ]
+            return self._targets
+
+    def _log_missing(self, path: str) -> None:
+        """The rotator found the log `path` of a live process deleted: say so (once per loss)."""
+        with self._lock:
+            owners = [(e.info.id, e.info.pid) for e in self._entries.values()
+                      if not e.ended.is_set() and e.info.log_file == path]
+        for id, pid in owners:
+            log.warning("server %r (pid %s) keeps running, but its log file %s was deleted: "
+                        "its output is lost until it is restarted (a start creates the file "
+                        "and its folder again)", id, pid, path)
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):

@@ -16,22 +16,19 @@ import concurrent.futures
 import dataclasses
 import logging
 import math
-import os
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psutil
-
 from . import signals
 from .config import HealthCheck, check_id
 from .errors import ConfigError
 from .health import DEFAULT_HOST, STOP_SLICE, probe_tcp, run_health_check
-from .proctree import same_identity
+from .locks import ordered_lock
+from .proctree import ParentLinks, Usage, clock_ticks, same_identity, ticks_to_time, usage_of
 from .records import ProcessInfo, ProcessStatus
 
 log = logging.getLogger(__name__)
@@ -49,41 +46,13 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
-_ppid_cache: tuple[frozenset[str], dict[int, int]] = (frozenset(), {})
-
-
-def _ppid_map() -> dict[int, int]:
-    """{pid: ppid} for every process; reused while the set of pids is unchanged.
-
-    Listing /proc costs a tenth of reading every process's stat file, and a
-    parent link changes only when a pid comes or goes (a reparented child's
-    parent is gone), so an idle machine pays only for the listing.
-    """
-    global _ppid_cache
-    try:
-        pids = frozenset(name for name in os.listdir("/proc") if name.isdigit())
-    except OSError:
-        pids = frozenset()
-    if pids and pids == _ppid_cache[0]:
-        return _ppid_cache[1]
-    found = _read_ppid_map()
-    _ppid_cache = (pids, found)
-    return found
-
-
-def _read_ppid_map() -> dict[int, int]:
-    fast = getattr(psutil, "_ppid_map", None)
-    if fast is not None:
-        try:
-            return dict(fast())
-        except Exception:  # a private helper: fall back to the public API
-            log.debug("psutil._ppid_map failed; using process_iter", exc_info=True)
-    found = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if ppid is not None:
-            found[proc.pid] = ppid
-    return found
+def _interval(value: Any) -> float:
+    """A tick interval: finite seconds > 0, or 0 for "no periodic checks"."""
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0
+            or not math.isfinite(value)):
+        raise ValueError(f"interval: must be a finite number of seconds greater than 0 (or 0: no "
+                         f"periodic checks), not {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +100,18 @@ class ProcessMonitor:
                 f"unresponsive_after: must be a whole number of ticks >= 1, not {unresponsive_after!r}"
             )
         self._manager = manager
-        self.interval = _positive("interval", interval)
+        self.interval = _interval(interval)
         self.port_timeout = _positive("port_timeout", port_timeout)
         self.unresponsive_after = unresponsive_after
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("monitor")
         self._watches: dict[str, _Watch] = {}
         self._ignored: set[str] = set()
         self._statuses: dict[str, ProcessStatus] = {}
         self._versions: dict[str, int] = {}  # id -> sequence number of the update that set it
         self._seq = 0
         self._reported: dict[str, int] = {}  # id -> pid whose exit the manager reported
-        self._procs: dict[int, psutil.Process] = {}  # kept between ticks: cpu_percent baselines
+        self._cpu: dict[tuple[int, int], tuple[int, float]] = {}  # (pid, start) -> (cpu, when)
+        self._links = ParentLinks()  # who is whose child, for the trees' CPU and memory
         self._thread: threading.Thread | None = None
         self._stop_event: threading.Event | None = None
         self._wake = threading.Event()  # set by watch(): check a new process now, not next interval
@@ -206,10 +176,23 @@ class ProcessMonitor:
     # ------------------------------------------------------------ thread
 
     def start(self, interval: float | None = None) -> None:
-        """Start the daemon thread (a first tick at once, then every `interval` s). Idempotent."""
+        """Start the daemon thread (a first tick at once, then every `interval` s). Idempotent.
+
+        An interval of 0 means no periodic checks: no thread runs (one that
+        runs is stopped). Exits are still noticed at once (the manager's
+        watcher sends `process_exit`, which marks the process dead here), and
+        `check_now()` still checks everything on demand.
+        """
         with self._lock:
             if interval is not None:
-                self.interval = _positive("interval", interval)
+                self.interval = _interval(interval)
+            off = self.interval == 0
+            if self._thread is not None and not off:
+                return
+        if off:
+            self.stop()
+            return
+        with self._lock:
             if self._thread is not None:
                 return
             stop = threading.Event()
@@ -287,8 +270,13 @@ class ProcessMonitor:
         return statuses
 
     def _look_at_processes(self, looks: dict[str, _Look], stop: threading.Event | None) -> None:
-        """Liveness (pid + create_time, zombies dead) and resources of each process tree."""
-        roots: list[tuple[_Look, psutil.Process]] = []
+        """Liveness (pid + create_time, zombies dead) and resources of each process tree.
+
+        One read of /proc/<pid>/stat per process gives its identity, state,
+        CPU time and RSS; CPU percent is the CPU time used since the last
+        tick over the wall time between them (of one core, as psutil's).
+        """
+        roots: list[tuple[_Look, Usage]] = []
         for look in looks.values():
             if stop is not None and stop.is_set():
                 return
@@ -296,54 +284,45 @@ class ProcessMonitor:
             if info.status != "running":
                 continue  # the manager saw it end
             try:
-                proc = self._live_process(info)
+                usage = self._live_usage(info)
             except Exception as err:
                 look.error = f"liveness check failed: {type(err).__name__}: {err}"
                 continue
-            if proc is not None:
+            if usage is not None:
                 look.alive = True
-                roots.append((look, proc))
-        kept: dict[int, psutil.Process] = {}
+                roots.append((look, usage))
+        kept: dict[tuple[int, int], tuple[int, float]] = {}
         if roots:
             try:
-                children: dict[int, list[int]] = defaultdict(list)
-                for pid, ppid in _ppid_map().items():
-                    if pid != ppid:
-                        children[ppid].append(pid)
+                children = self._links.children()
             except Exception as err:
                 log.warning("cannot list processes for resource use: %s", err)
-                children = defaultdict(list)
-            for look, proc in roots:
+                children = {}
+            now = time.monotonic()
+            for look, usage in roots:
                 try:
-                    self._measure(look, proc, children, kept)
+                    self._measure(look, usage, children, kept, now)
                 except Exception as err:
                     look.error = f"resource check failed: {type(err).__name__}: {err}"
-        self._procs = kept
+        self._cpu = kept
 
-    def _live_process(self, info: ProcessInfo) -> psutil.Process | None:
-        """The psutil.Process for `info` if it still runs as that same process, else None."""
-        try:
-            fresh = psutil.Process(info.pid)
-            created = fresh.create_time()
-        except psutil.NoSuchProcess:
+    @staticmethod
+    def _live_usage(info: ProcessInfo) -> Usage | None:
+        """The stat of `info`'s process if it still runs as that same process, else None."""
+        usage = usage_of(info.pid)
+        if usage is None or usage.zombie:
             return None
-        if info.create_time is not None and not same_identity(info.create_time, created):
+        if info.create_time is not None and not same_identity(info.create_time,
+                                                              ticks_to_time(usage.start)):
             return None  # the pid now belongs to another process
-        cached = self._procs.get(info.pid)
-        if cached is not None and same_identity(cached.create_time(), created):
-            fresh = cached
-        try:
-            if fresh.status() == psutil.STATUS_ZOMBIE:
-                return None
-        except psutil.NoSuchProcess:
-            return None
-        return fresh
+        return usage
 
-    def _measure(self, look: _Look, root: psutil.Process, children: dict[int, list[int]],
-                 kept: dict[int, psutil.Process]) -> None:
-        """Sum cpu_percent and rss over `root` and all its descendants."""
+    def _measure(self, look: _Look, root: Usage, children: dict[int, list[int]],
+                 kept: dict[tuple[int, int], tuple[int, float]], now: float) -> None:
+        """Sum CPU percent and RSS over the root process and all its descendants."""
+        ticks = clock_ticks()
         cpu, rss = 0.0, 0
-        todo = [root.pid]
+        todo = [look.info.pid]
         seen: set[int] = set()
         while todo:
             pid = todo.pop()
@@ -351,22 +330,15 @@ class ProcessMonitor:
                 continue
             seen.add(pid)
             todo.extend(children.get(pid, ()))
-            try:
-                if pid == root.pid:
-                    proc = root
-                else:
-                    proc = kept.get(pid) or self._procs.get(pid) or psutil.Process(pid)
-                with proc.oneshot():
-                    cpu += max(0.0, proc.cpu_percent(None))
-                    rss += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                if pid == root.pid:
-                    look.alive = False
-                    return
+            usage = root if pid == look.info.pid else usage_of(pid)
+            if usage is None or usage.zombie:
                 continue
-            except psutil.AccessDenied:
-                continue
-            kept[pid] = proc
+            key = (pid, usage.start)
+            before = self._cpu.get(key)
+            if before is not None and now > before[1]:  # first sight: the baseline, 0 %
+                cpu += max(0.0, (usage.cpu - before[0]) / ticks / (now - before[1]) * 100)
+            kept[key] = (usage.cpu, now)
+            rss += usage.rss
         look.cpu_percent = round(cpu, 1)
         look.memory_rss = rss
 

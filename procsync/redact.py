@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 import shlex
-import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+
+from .locks import ordered_lock
 
 MASK = "***"
 SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "credential", "cookie",
@@ -40,7 +41,7 @@ _URL_PASSWORD = re.compile(r"""(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'"]*:)[^\s@/'
 _QUERY_PARAM = re.compile(r"""([?&;])([A-Za-z0-9_.-]+)=([^&;#\s'"]*)""")
 
 _PLACEHOLDER = "PROCSYNCMASKED"  # shell-safe stand-in for MASK while quoting
-_lock = threading.Lock()
+_lock = ordered_lock("redact")
 _remembered: OrderedDict[str, str] = OrderedDict()
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import signals
+from .locks import ordered_lock
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class WebhookDispatcher:
                  retries: int = 3, backoff: float = 1.0) -> None:
         self.orchestrator = orchestrator
         self.queue_size, self.timeout, self.retries, self.backoff = queue_size, timeout, retries, backoff
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("webhooks")
         self._hooks: list[Webhook] = []
         self._receivers: dict[str, Callable[..., None]] = {}  # strong refs: blinker holds weakly
         self._closed = False

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
+
+# every lock procsync makes checks the documented order (procsync.locks.ORDER) in the tests,
+# and raises LockOrderError when it is broken; children started by the tests inherit it
+os.environ["PROCSYNC_LOCK_ORDER"] = "1"
 
 import pytest
 from helpers import fill_backlog, kill_marked_after_grace

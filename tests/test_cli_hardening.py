@@ -30,9 +30,9 @@ from test_cli import (
     write_config,
 )
 
-import procsync.client
-from procsync.client import ApiClient
-from procsync.leader import LeaderLock
+import procsync.cli.client
+from procsync.cli.client import ApiClient
+from procsync.instances.leader import LeaderLock
 
 __all__ = ["serve_factory"]  # the fixture, imported from test_cli
 
@@ -198,7 +198,7 @@ def quiet_serve(tmp_path: Path, serve_factory) -> tuple[object, Path, Path]:
 def test_following_a_quiet_log_outlives_the_read_timeout(tmp_path, serve_factory, monkeypatch):
     serve, _, trigger = quiet_serve(tmp_path, serve_factory)
     timeout = 0.5
-    monkeypatch.setattr(procsync.client, "READ_TIMEOUT", timeout)
+    monkeypatch.setattr(procsync.cli.client, "READ_TIMEOUT", timeout)
     stream = ApiClient(serve.url.rstrip("/")).stream("/servers/quiet/logs/stream?lines=10")
     seen: list[str] = []
     outcome: list[BaseException | None] = []

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from procsync.config import HealthCheck, ServerConfig, SpawnConfig, as_server_config
-from procsync.configfile import load_config
+from procsync.config import HealthCheck, ServerConfig, SpawnConfig, as_server_config, load_config
 from procsync.errors import ConfigError
 
 # (extra keys over {"command": "x"}, field, exact message after "server 'web': ")

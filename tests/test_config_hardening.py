@@ -15,8 +15,7 @@ from helpers import PY, is_gone, python_cmd, wait_until
 
 from procsync import ServerConfig, SpawnConfig
 from procsync.cli import procsync_cli
-from procsync.config import HealthCheck
-from procsync.configfile import ConfigFileError, load_config
+from procsync.config import ConfigFileError, HealthCheck, load_config
 from procsync.errors import ConfigError
 
 MAX_LOG_BACKUPS = 100  # documented in docs/config.md
@@ -106,7 +105,7 @@ def test_procfile_with_nul_is_refused(tmp_path):
 
 
 def broken_spawn(error: Exception):
-    def spawn(config):
+    def spawn(config, **kwargs):
         raise error
     return spawn
 
@@ -165,7 +164,7 @@ def test_a_start_without_wait_that_raises_is_not_stuck(orch, monkeypatch):
 
 
 def test_a_readiness_probe_that_raises_is_a_failing_probe(orch, monkeypatch):
-    import procsync.starting as starting
+    import procsync.orchestrator.starter as starting
 
     def probe(*args, **kwargs):
         raise ValueError("probe exploded")
@@ -187,10 +186,10 @@ def test_an_automatic_restart_that_raises_goes_on_to_fatal(orch, monkeypatch):
     real = orch.manager.spawn
     calls = []
 
-    def spawn(config):
+    def spawn(config, **kwargs):
         calls.append(config.id)
         if len(calls) == 1:
-            return real(config)
+            return real(config, **kwargs)
         raise ValueError("embedded null byte")
 
     monkeypatch.setattr(orch.manager, "spawn", spawn)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from procsync.config import HealthCheck, ServerConfig
-from procsync.configfile import (
+from procsync.config import (
     ConfigFileError,
+    HealthCheck,
     LoadedConfig,
+    ServerConfig,
     Settings,
     Webhook,
     expand_vars,

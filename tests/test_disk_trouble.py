@@ -21,7 +21,7 @@ import psutil
 import pytest
 from helpers import python_cmd, wait_until
 
-import procsync.store_json
+import procsync.store.jsonfile
 from procsync import ProcessStateStore, ServerOrchestrator, SQLiteStateStore, StateStoreError
 from procsync.flask_ext import ProcSync
 
@@ -76,14 +76,14 @@ class Trouble:
                 os.close(fd)
         else:
             code = errno.ENOSPC if self.kind == "full" else errno.EROFS
-            real_write = procsync.store_json.atomic_write
+            real_write = procsync.store.jsonfile.atomic_write
 
             def failing(path, data):
                 if self.broken:
                     raise OSError(code, os.strerror(code), str(path))
                 return real_write(path, data)
 
-            self._mp.setattr(procsync.store_json, "atomic_write", failing)
+            self._mp.setattr(procsync.store.jsonfile, "atomic_write", failing)
         self.broken = True
 
     def fix(self) -> None:
@@ -195,14 +195,14 @@ def test_store_keeps_failed_writes_in_memory_until_the_disk_is_fine(store_class,
 
     broken = {"on": True}
     if store_class is ProcessStateStore:
-        real_write = procsync.store_json.atomic_write
+        real_write = procsync.store.jsonfile.atomic_write
 
         def failing(path, data):
             if broken["on"]:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
             return real_write(path, data)
 
-        monkeypatch.setattr(procsync.store_json, "atomic_write", failing)
+        monkeypatch.setattr(procsync.store.jsonfile, "atomic_write", failing)
     else:
         real_write_pending = SQLiteStateStore._write_pending
 

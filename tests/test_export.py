@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import is_gone, wait_until
 
-from procsync.configfile import load_config
+from procsync.config import load_config
 
 PROCSYNC = [sys.executable, "-m", "procsync"]
 SUPERVISORD = Path(sys.executable).with_name("supervisord")  # from the test extra

@@ -469,3 +469,71 @@ def test_the_flask_cli_gets_the_procsync_group(app):
     result = app.test_cli_runner().invoke(args=["procsync", "--help"])
     assert result.exit_code == 0, result.output
     assert "status" in result.output and "serve" in result.output
+
+
+# -- how the extension sits in the host app ---------------------------------------------
+
+
+def test_host_routes_outside_the_prefix_never_run_procsync_code(orch, monkeypatch):
+    import procsync.flask_ext.blueprint as blueprint_module
+
+    checks = []
+    real_check = blueprint_module.check_access
+    monkeypatch.setattr(blueprint_module, "check_access",
+                        lambda *args: checks.append(args) or real_check(*args))
+    app = Flask("host")
+    app.add_url_rule("/hello", "hello", lambda: "hi from the host")
+    app.add_url_rule("/procsync-stats", "stats", lambda: "stats")  # shares the prefix's letters
+    ProcSync(app, orch)  # no token, no auth: procsync answers loopback clients only
+    assert not app.before_request_funcs.get(None)  # no hook on the whole app
+    client = app.test_client()
+    remote = {"environ_base": {"REMOTE_ADDR": "203.0.113.9"}, "headers": {"Host": "evil.example"}}
+    resp = client.get("/hello", **remote)
+    assert resp.status_code == 200 and resp.get_data(as_text=True) == "hi from the host"
+    assert client.get("/procsync-stats", **remote).status_code == 200
+    missing = client.post("/nothing/here", **remote)  # the host's own 404 page, not procsync's JSON
+    assert missing.status_code == 404 and not missing.is_json
+    assert checks == []
+    # The same client under the prefix meets the guard (so the counter does count).
+    assert_error(client.get(f"{P}/servers", **remote), 403, "bad_host")
+    assert len(checks) == 1
+    assert_error(client.post("/procsync/nothing", **remote), 404, "not_found")  # JSON under the prefix
+
+
+def test_two_blueprints_on_one_app_keep_their_own_orchestrator_and_token(orch, tmp_path):
+    other = make_orchestrator(tmp_path, "other")
+    try:
+        other.register_server("solo", {"command": python_cmd(SLEEPER)})
+        app = Flask("two-mounts")
+        ProcSync(app, orch)
+        app.register_blueprint(create_blueprint(other, token="tok-b", name="second"), url_prefix="/b")
+        assert app.extensions["procsync"] is orch  # the documented key keeps the app's orchestrator
+        client = app.test_client()
+        ids = [s["id"] for s in client.get(f"{P}/servers").get_json()["servers"]]
+        assert ids == ["web", "sleeper", "failer"]
+        assert_error(client.get("/b/api/servers"), 401)
+        resp = client.get("/b/api/servers", headers={"Authorization": "Bearer tok-b"})
+        assert [s["id"] for s in resp.get_json()["servers"]] == ["solo"]
+        assert_error(client.get("/b/api/servers/web", headers={"Authorization": "Bearer tok-b"}),
+                     404, "unknown")
+    finally:
+        other.shutdown(stop_servers=True)
+
+
+def test_the_flask_command_finds_the_procsync_group_through_its_entry_point():
+    from click.testing import CliRunner
+    from flask.cli import FlaskGroup
+
+    cli = FlaskGroup(create_app=lambda: Flask("without-procsync"), load_dotenv=False)
+    result = CliRunner().invoke(cli, ["procsync", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "status" in result.output and "serve" in result.output
+
+
+def test_importing_the_extension_does_not_import_the_cli():
+    import sys
+
+    code = "import sys, procsync.flask_ext; print(sorted(m for m in sys.modules if m.startswith('procsync.cli')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -188,6 +188,31 @@ def test_one_hub_per_orchestrator_shared_by_apps(orch, tmp_path):
     assert hub_for(orch).last_id == before + 1  # one hub: one event, not one per app
 
 
+def test_a_hub_lives_as_long_as_its_orchestrator_and_no_longer():
+    import gc
+    import weakref
+
+    from procsync.flask_ext.events import HubRegistry
+
+    class StandIn:  # what a hub needs of an orchestrator: on() (the real one is never collected
+        def __init__(self):  # while its threads run, which would hide a leak)
+            self.receivers = []
+
+        def on(self, name, receiver):
+            self.receivers.append(receiver)
+
+    registry = HubRegistry()
+    first, second = StandIn(), StandIn()
+    hub = registry.hub_for(first)
+    assert registry.hub_for(first) is hub and registry.hub_for(second) is not hub
+    assert len(first.receivers) == len(signals.ALL)  # connected once, on first use
+    gone = weakref.ref(hub)
+    del hub, first
+    gc.collect()
+    assert gone() is None  # keyed by the object, weakly: a new object can never get its hub
+    assert registry.hub_for(second) is registry.hub_for(second)
+
+
 # -- log follower --------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from helpers import PY, is_gone, kill_marked, wait_until
 from instance_driver import Instance
 
 from procsync import ServerOrchestrator
-from procsync.leader import InstanceId, LeaderLock, leader_path, owner_alive, owner_name
+from procsync.instances.leader import InstanceId, LeaderLock, leader_path, owner_alive, owner_name
 from procsync.store import open_store
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -40,7 +40,7 @@ def test_the_lock_dies_with_its_process_even_on_sigkill(tmp_path):
     path = leader_path(tmp_path / "state.json")
     code = textwrap.dedent(f"""
         import sys, time
-        from procsync.leader import LeaderLock
+        from procsync.instances.leader import LeaderLock
         lock = LeaderLock({str(path)!r})
         assert lock.try_acquire("holder")
         print("held", flush=True)

@@ -476,3 +476,100 @@ def test_exits_are_still_seen_without_pidfd(tmp_path, monkeypatch):
         rec.close()
         mgr.kill_all()
         mgr.close()
+
+
+# ------------------------------------------------------------------ kill_many
+
+GROUP_KEEPER = (  # a child that leaves two SIGTERM-deaf grandchildren in its own group
+    "import subprocess, sys, pathlib\n"
+    "deaf = 'import signal, time, pathlib, os, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(60)'\n"
+    "for n in range(2):\n"
+    "    subprocess.Popen([sys.executable, '-c', deaf, sys.argv[1] + str(n)])\n"
+    "import time; time.sleep(60)\n"
+)
+
+SESSION_LEAVER = (  # a child whose grandchild calls setsid(): outside its group and session
+    "import subprocess, sys\n"
+    "escapee = 'import os, signal, time, pathlib, sys; os.setsid(); "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(60)'\n"
+    "subprocess.Popen([sys.executable, '-c', escapee, sys.argv[1]])\n"
+    "import time; time.sleep(60)\n"
+)
+
+
+def read_pid(path: Path) -> int:
+    return int(wait_until(lambda: path.exists() and path.read_text(), what=f"pid in {path.name}"))
+
+
+def test_kill_many_stops_a_batch_with_everything_it_left_and_nothing_else(manager, tmp_path):
+    # an unrelated process in a session of its own, started after the batch: its environment is
+    # read (it could carry a token) but it carries none, so it must survive
+    infos = {
+        "keeper": manager.spawn(SpawnConfig(id="keeper", command=[PY, "-c", GROUP_KEEPER,
+                                                                  str(tmp_path / "g")],
+                                            stop_timeout=0.5)),
+        "leaver": manager.spawn(SpawnConfig(id="leaver", command=[PY, "-c", SESSION_LEAVER,
+                                                                  str(tmp_path / "e")],
+                                            stop_timeout=0.5)),
+        "plain": manager.spawn(SpawnConfig(id="plain", command=SLEEP)),
+    }
+    grandchildren = [read_pid(tmp_path / "g0"), read_pid(tmp_path / "g1")]
+    escapee = read_pid(tmp_path / "e")
+    assert all(os.getpgid(pid) == infos["keeper"].pgid for pid in grandchildren)
+    assert os.getsid(escapee) == escapee != infos["leaver"].pid
+    bystander = subprocess.Popen(SLEEP, start_new_session=True)
+    try:
+        results = manager.kill_many(["keeper", "leaver", "plain", "ghost", "plain"])
+        assert list(results) == ["keeper", "leaver", "plain", "ghost"]
+        assert not results["ghost"].success and "unknown" in results["ghost"].message
+        for id in ("keeper", "leaver", "plain"):
+            assert results[id].success, results[id].message
+            assert results[id].pid == infos[id].pid
+            assert not manager.is_running(id)
+        assert results["plain"].signal == "SIGTERM"
+        assert results["plain"].exit_code == -signal.SIGTERM
+        assert results["keeper"].signal == "SIGKILL"  # its deaf grandchildren needed it
+        assert results["leaver"].signal == "SIGKILL"  # so did the escapee
+        leftovers = [pid for pid in [*grandchildren, escapee] if not is_gone(pid)]
+        assert leftovers == [], "kill_many left processes of the batch running"
+        assert all(is_gone(info.pid) for info in infos.values())
+        assert bystander.poll() is None and not is_gone(bystander.pid), "an unrelated process was hit"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_kill_many_of_nothing_and_of_ended_ids(manager, exits):
+    assert manager.kill_many([]) == {}
+    manager.spawn(SpawnConfig(id="quick", command=python_cmd("pass")))
+    wait_until(lambda: exits.for_id("quick"), what="exit")
+    result = manager.kill_many(["quick"])["quick"]
+    assert not result.success and "not running" in result.message
+
+
+def test_a_requested_stop_reports_its_exit_on_the_watcher_before_kill_returns(manager, exits):
+    seen: list[str] = []
+
+    def on_exit(sender, **payload):
+        seen.append(threading.current_thread().name)
+
+    signals.process_exit.connect(on_exit, sender=manager)
+    try:
+        manager.spawn(SpawnConfig(id="w", command=SLEEP))
+        result = manager.kill("w")
+        assert result.success and exits.for_id("w")[0]["expected"] is True
+        assert seen == ["procsync-watcher"]
+    finally:
+        signals.process_exit.disconnect(on_exit)
+
+
+def test_log_deleted_under_a_running_process_is_reported_once(manager, tmp_path, caplog):
+    info = manager.spawn(SpawnConfig(id="quiet", command=SLEEP))
+    Path(info.log_file).unlink()
+    with caplog.at_level("WARNING", logger="procsync.manager"):
+        manager._rotator.check_now()
+        manager._rotator.check_now()
+    warnings = [r.getMessage() for r in caplog.records if "was deleted" in r.getMessage()]
+    assert len(warnings) == 1 and "'quiet'" in warnings[0] and str(info.pid) in warnings[0]

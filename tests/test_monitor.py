@@ -388,7 +388,8 @@ def test_watch_rejects_bad_id(monitor):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"interval": 0}, "interval"),
+        ({"interval": -1}, "interval"),
+        ({"interval": float("nan")}, "interval"),
         ({"port_timeout": -1}, "port_timeout"),
         ({"unresponsive_after": 0}, "unresponsive_after"),
         ({"unresponsive_after": 1.5}, "unresponsive_after"),
@@ -469,7 +470,7 @@ def test_stop_returns_quickly_mid_interval(manager, monitor, events):
                "the thread to end")
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, True])
 def test_interval_must_be_finite_and_positive(value):
     """An infinite interval would silently stop the monitor thread's ticks: refused up front."""
     manager = ProcessManager()
@@ -479,3 +480,32 @@ def test_interval_must_be_finite_and_positive(value):
     with pytest.raises(ValueError, match="interval"):
         monitor.start(interval=value)
     monitor.stop()
+
+
+def test_interval_zero_runs_no_thread_and_exits_are_still_seen(manager):
+    """Checks off: no monitor thread at all; the manager's watcher still reports an exit at once."""
+    monitor = ProcessMonitor(manager, interval=0)
+    recorder = Recorder(monitor)
+    try:
+        monitor.start()
+        assert not monitor.running
+        assert "procsync-monitor" not in [t.name for t in threading.enumerate()]
+        info = spawn(manager, "worker", SLEEPER)
+        assert monitor.check_now()[0].health == "healthy"  # on demand, still
+        os.kill(info.pid, signal.SIGKILL)
+        wait_until(lambda: monitor.get_status("worker").health == "dead", 5, "the exit seen")
+        assert recorder.changes("worker") == [("unknown", "healthy"), ("healthy", "dead")]
+        assert len(recorder.of("health_check")) == 1  # the one check_now(): nothing periodic
+        assert not monitor.running
+    finally:
+        recorder.close()
+        monitor.stop()
+
+
+def test_start_with_interval_zero_stops_a_running_thread(manager, monitor):
+    monitor.start(0.05)
+    assert monitor.running
+    monitor.start(0)
+    assert not monitor.running and monitor.interval == 0
+    wait_until(lambda: "procsync-monitor" not in [t.name for t in threading.enumerate()], 2,
+               "the thread to end")

@@ -13,9 +13,9 @@ from helpers import is_gone, kill_marked, running_counts, wait_until
 from instance_driver import Instance
 
 from procsync import ServerOrchestrator
-from procsync.leader import owner_name
+from procsync.instances.leader import owner_name
+from procsync.instances.sync import DEAD_GRACE, SYNC_INTERVAL
 from procsync.store import open_store
-from procsync.sync import DEAD_GRACE, SYNC_INTERVAL
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 SEEN_WITHIN = 1.5  # the promise is one second; a little slack for a loaded machine

@@ -8,8 +8,7 @@ import pytest
 from helpers import free_port, listener_code, python_cmd, wait_until
 
 from procsync import ConfigError, ServerConfig
-from procsync.ports import describe_pid, listening_ports, port_holder, port_holders
-from procsync.restart import (
+from procsync.orchestrator.policy import (
     FATAL,
     NONE,
     RESTART,
@@ -19,6 +18,7 @@ from procsync.restart import (
     exit_event,
     wants_restart,
 )
+from procsync.ports import describe_pid, listening_ports, port_holder, port_holders
 
 # ------------------------------------------------------------------ backoff
 

@@ -25,8 +25,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from procsync import ProcessStateStore, ServerConfig, SQLiteStateStore
-from procsync.config import HealthCheck, check_id
-from procsync.configfile import SETTINGS_KEYS, ConfigFileError, load_config
+from procsync.config import SETTINGS_KEYS, ConfigFileError, HealthCheck, check_id, load_config
 from procsync.errors import ConfigError
 
 EXAMPLES = int(os.environ.get("PROCSYNC_PROPERTY_EXAMPLES", "150"))
@@ -399,7 +398,7 @@ SQL_VALUE = st.one_of(st.none(), st.integers(-2 ** 63, 2 ** 63 - 1), st.floats()
 @given(valid=st.dictionaries(SERVER_ID, VALID_ENTRY, min_size=1, max_size=2),
        rows=st.lists(st.tuples(st.text(min_size=1, max_size=6), *[SQL_VALUE] * 13), max_size=3))
 def test_sqlite_state_file_keeps_valid_rows_and_moves_bad_ones_aside(valid, rows):
-    from procsync.store_base import StoredProcessInfo
+    from procsync.store.base import StoredProcessInfo
 
     with folder() as where:
         path = where / "state.db"

@@ -468,7 +468,7 @@ def test_bad_content_is_moved_aside_and_valid_entries_kept(case, json_path, capl
 
 
 def test_moved_aside_names_are_unique_within_one_second(json_path, monkeypatch):
-    monkeypatch.setattr("procsync.atomic.utc_stamp", lambda: "20261126T120000Z")
+    monkeypatch.setattr("procsync.store.atomic.utc_stamp", lambda: "20261126T120000Z")
     for _ in range(2):
         json_path.write_text("[]")
         assert ProcessStateStore(json_path).load() == {}

@@ -35,6 +35,18 @@ HOST = textwrap.dedent("""
         return update(sid, spawn_then_die)
 
     orch.store.update_process = dying_update
+    batch = orch.store.write_batch  # a start's claim is a batch of one
+
+    def dying_batch(updates, events=()):
+        return batch({sid: dying(fn) for sid, fn in updates.items()}, events)
+
+    def dying(fn):
+        def spawn_then_die(old):
+            fn(old)
+            os._exit(9)
+        return spawn_then_die
+
+    orch.store.write_batch = dying_batch
     orch.start_server("web", wait=False)
 """)
 
@@ -96,7 +108,7 @@ def test_an_unrecorded_second_copy_is_stopped(tmp_path, new_host, monkeypatch):
     unrecorded = wait_until(lambda: web_pids(), 10, "the unrecorded copy")[0]
     # a host that does not look for unrecorded spawns starts a second, recorded copy
     with monkeypatch.context() as patch:
-        patch.setattr("procsync.recovery.spawns_for_state", lambda state: [])
+        patch.setattr("procsync.orchestrator.recovery.spawns_for_state", lambda state: [])
         orch = new_host(server)
         assert orch.start_server("web").success
         recorded = orch.get_server("web").pid

@@ -22,9 +22,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..locks import ordered_lock
+
+if TYPE_CHECKING:
+    from ..orchestrator import ServerOrchestrator
+    from ..records import ServerStatus
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +133,7 @@ class PortScan:
 
     def __init__(self, ttl: float = 1.0) -> None:
         self.ttl = ttl
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("ports")
         self._scan: dict[int, int] | None = None
         self._at = 0.0
         self._busy = False
@@ -159,27 +164,29 @@ def _monotonic() -> float:
 
 
 class EventHub:
-    """Fans one orchestrator's signals out to SSE subscribers. Get it with `hub_for()`."""
+    """Fans one orchestrator's signals out to SSE subscribers. Get it with `hub_for()`.
+
+    It holds its orchestrator weakly: the orchestrator holds the hub (through
+    the receivers it calls), not the other way round.
+    """
 
     def __init__(
         self,
-        orchestrator: Any,
+        orchestrator: ServerOrchestrator,
         *,
         buffer_size: int = 1000,
         buffer_bytes: int = 4 * 1024 * 1024,
         queue_size: int = 2000,
         status_interval: float = 5.0,
+        connect: bool = True,
     ) -> None:
-        try:
-            self._orchestrator: Callable[[], Any] = weakref.ref(orchestrator)
-        except TypeError:
-            self._orchestrator = lambda: orchestrator
+        self._orchestrator = weakref.ref(orchestrator)
         self.buffer_size = buffer_size
         self.buffer_bytes = buffer_bytes
         self.queue_size = queue_size
         self.status_interval = status_interval
         self.dropped = 0  # subscribers dropped for falling behind
-        self._lock = threading.Lock()
+        self._lock = ordered_lock("flask.hub")
         self._next_id = 1
         self._buffer: deque[Event] = deque()
         self._buffered_bytes = 0
@@ -188,10 +195,16 @@ class EventHub:
         self._stop = threading.Event()
         self.ports = PortScan()
         # Strong references: blinker may hold receivers weakly.
-        self._receivers: dict[str, Callable[..., None]] = {}
-        for name in signals.ALL:
-            receiver = self._receiver(name)
-            self._receivers[name] = receiver
+        self._receivers = {name: self._receiver(name) for name in signals.ALL}
+        if connect:
+            self.connect()
+
+    def connect(self) -> None:
+        """Receive every signal of the orchestrator (its own, its manager's and its monitor's)."""
+        orchestrator = self._orchestrator()
+        if orchestrator is None:
+            return
+        for name, receiver in self._receivers.items():
             orchestrator.on(name, receiver)
 
     def _receiver(self, name: str) -> Callable[..., None]:
@@ -262,7 +275,7 @@ class EventHub:
         with self._lock:
             self._subscribers.discard(sub)
 
-    def server_status(self) -> list[Any]:
+    def server_status(self) -> list[ServerStatus]:
         """The orchestrator's get_server_status(), reusing a port scan up to a second old."""
         orchestrator = self._orchestrator()
         if orchestrator is None:
@@ -272,11 +285,10 @@ class EventHub:
     def instance(self) -> dict[str, Any] | None:
         """Which orchestrator instance answers, and which one leads (see docs/deployment.md)."""
         orchestrator = self._orchestrator()
-        info = getattr(orchestrator, "instance_info", None)
-        if info is None:
+        if orchestrator is None:
             return None
         try:
-            return info()
+            return orchestrator.instance_info()
         except Exception:
             log.exception("cannot read the instance info")
             return None
@@ -343,11 +355,10 @@ class EventHub:
     def close(self) -> None:
         """Disconnect from the orchestrator and stop the status thread. Safe to call twice."""
         orchestrator = self._orchestrator()
-        off = getattr(orchestrator, "off", None)
-        if off is not None:
+        if orchestrator is not None:
             for name, receiver in self._receivers.items():
                 try:
-                    off(name, receiver)
+                    orchestrator.off(name, receiver)
                 except Exception:
                     log.debug("cannot disconnect %s", name, exc_info=True)
         self._stop.set()
@@ -361,26 +372,38 @@ class EventHub:
             thread.join(timeout=5)
 
 
-_hubs: weakref.WeakKeyDictionary[Any, EventHub] = weakref.WeakKeyDictionary()
-_strong_hubs: dict[int, tuple[Any, EventHub]] = {}
-_hubs_lock = threading.Lock()
+class HubRegistry:
+    """The one EventHub of each orchestrator, kept as long as that orchestrator lives.
 
+    An orchestrator's hub is shared by every app and blueprint that serves
+    it (one numbering of events, one set of receivers), so it is attached to
+    the orchestrator itself: weakly keyed by the object, never by its id(),
+    and gone with it. procsync keeps one registry, `HUBS`.
+    """
 
-def hub_for(orchestrator: Any) -> EventHub:
-    """The one EventHub of `orchestrator`, made on first use (it starts no thread)."""
-    with _hubs_lock:
-        try:
-            hub = _hubs.get(orchestrator)
-        except TypeError:
-            held = _strong_hubs.get(id(orchestrator))
-            hub = held[1] if held else None
-        if hub is None:
-            hub = EventHub(orchestrator)
-            try:
-                _hubs[orchestrator] = hub
-            except TypeError:
-                _strong_hubs[id(orchestrator)] = (orchestrator, hub)
+    def __init__(self) -> None:
+        self._lock = ordered_lock("flask.hubs")
+        self._hubs: weakref.WeakKeyDictionary[ServerOrchestrator, EventHub] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def hub_for(self, orchestrator: ServerOrchestrator) -> EventHub:
+        """The hub of `orchestrator`, made and connected on first use (it starts no thread)."""
+        with self._lock:
+            hub = self._hubs.get(orchestrator)
+            if hub is not None:
+                return hub
+            hub = self._hubs[orchestrator] = EventHub(orchestrator, connect=False)
+        hub.connect()  # on() takes the orchestrator's lock, which ranks before ours
         return hub
 
 
-__all__ = ["Event", "EventHub", "PortScan", "Subscriber", "comment", "dumps", "hub_for", "jsonable", "sse"]
+HUBS = HubRegistry()
+
+
+def hub_for(orchestrator: ServerOrchestrator) -> EventHub:
+    """The one EventHub of `orchestrator` (see HubRegistry)."""
+    return HUBS.hub_for(orchestrator)
+
+
+__all__ = ["HUBS", "Event", "EventHub", "HubRegistry", "PortScan", "Subscriber", "comment", "dumps", "hub_for", "jsonable", "sse"]

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
+import click
 from flask import Flask
 
-from ..configfile import url_prefix_problem
+from ..config import url_prefix_problem
+from .blueprint import create_blueprint
 from .guard import AuthCallable
-from .views import create_blueprint
+from .state import ORCHESTRATOR_KEY
+
+if TYPE_CHECKING:
+    from ..orchestrator import ServerOrchestrator
+
+log = logging.getLogger("procsync.flask_ext")
 
 DEFAULTS: dict[str, Any] = {
     "PROCSYNC_URL_PREFIX": "/procsync",
@@ -17,9 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "PROCSYNC_EVENTS_HEARTBEAT": 15.0,
     "PROCSYNC_ALLOWED_HOSTS": (),
 }
+COMMAND = "procsync"  # the `flask.commands` entry point naming procsync's click group
 
 
-def check_config(config: Any) -> None:
+def check_config(config: Mapping[str, Any]) -> None:
     """Raise ValueError naming the PROCSYNC_* key whose value cannot work."""
     heartbeat = config.get("PROCSYNC_EVENTS_HEARTBEAT")
     if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or heartbeat <= 0:
@@ -38,6 +49,25 @@ def check_config(config: Any) -> None:
         raise ValueError("PROCSYNC_AUTH_TOKEN must be a string")
 
 
+def flask_command(name: str = COMMAND) -> click.Command | None:
+    """The click command that the installed `flask.commands` entry point `name` names.
+
+    procsync declares its CLI group there (setup.cfg), so the `flask` command
+    finds it with no help from us; init_app also adds it to ``app.cli``, which
+    is what ``app.test_cli_runner()`` invokes. Found by name, not imported:
+    the CLI is a layer above this package.
+    """
+    for entry in entry_points(group="flask.commands", name=name):
+        try:
+            command = entry.load()
+        except Exception:
+            log.warning("cannot load the %r flask command (%s)", name, entry.value, exc_info=True)
+            continue
+        if isinstance(command, click.Command):
+            return command
+    return None
+
+
 class ProcSync:
     """Flask extension serving one orchestrator's API and page.
 
@@ -49,7 +79,7 @@ class ProcSync:
     def __init__(
         self,
         app: Flask | None = None,
-        orchestrator: Any = None,
+        orchestrator: ServerOrchestrator | None = None,
         *,
         auth: AuthCallable | None = None,
         url_prefix: str | None = None,
@@ -62,12 +92,16 @@ class ProcSync:
         if app is not None:
             self.init_app(app, orchestrator)
 
-    def init_app(self, app: Flask, orchestrator: Any = None) -> None:
-        """Register the blueprint on `app`; keeps no reference to `app`, starts no thread."""
+    def init_app(self, app: Flask, orchestrator: ServerOrchestrator | None = None) -> None:
+        """Register the blueprint on `app`; keeps no reference to `app`, starts no thread.
+
+        The orchestrator goes to ``app.extensions["procsync"]``; the blueprint's
+        own state to ``app.extensions["procsync.state"]`` (see `state`).
+        """
         orchestrator = orchestrator if orchestrator is not None else self.orchestrator
         if orchestrator is None:
             raise TypeError("ProcSync.init_app needs an orchestrator (a ServerOrchestrator)")
-        if "procsync" in app.extensions:
+        if ORCHESTRATOR_KEY in app.extensions:
             raise RuntimeError("procsync is already registered on this app")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
@@ -76,12 +110,10 @@ class ProcSync:
         prefix = "/" + str(prefix).strip("/") if str(prefix).strip("/") else ""
         if prefix and (problem := url_prefix_problem(prefix)):
             raise ValueError(f"url_prefix: {problem}")
-        app.extensions["procsync"] = orchestrator
+        app.extensions[ORCHESTRATOR_KEY] = orchestrator
         app.register_blueprint(create_blueprint(orchestrator, auth=self.auth), url_prefix=prefix)
-        from ..cli import procsync_cli  # `flask procsync ...`; cli.py does not import Flask
-
-        if "procsync" not in app.cli.commands:
-            app.cli.add_command(procsync_cli)
+        if COMMAND not in app.cli.commands and (command := flask_command()) is not None:
+            app.cli.add_command(command, COMMAND)
 
 
-__all__ = ["DEFAULTS", "ProcSync", "check_config"]
+__all__ = ["COMMAND", "DEFAULTS", "ProcSync", "check_config", "flask_command"]

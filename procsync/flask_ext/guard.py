@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,6 +58,17 @@ def error_response(
 
 
 @dataclass(frozen=True, slots=True)
+class Options:
+    """What `create_blueprint` was given; None means "read the app's PROCSYNC_* key"."""
+
+    auth: AuthCallable | None = None
+    token: str | None = None
+    allowed_hosts: Sequence[str] | None = None
+    dashboard: bool | None = None
+    heartbeat: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The effective settings for one request: explicit options over the app's config."""
 
@@ -68,25 +79,24 @@ class Settings:
     dashboard: bool
 
 
-def settings(options: dict[str, Any]) -> Settings:
-    """Read `options` (from create_blueprint) falling back to PROCSYNC_* config keys."""
+def settings(options: Options) -> Settings:
+    """`options` completed from the current app's PROCSYNC_* config keys."""
     cfg = current_app.config
 
-    def pick(name: str, key: str, default: Any) -> Any:
-        value = options.get(name)
+    def pick(value: Any, key: str, default: Any) -> Any:
         return value if value is not None else cfg.get(key, default)
 
-    token = pick("token", "PROCSYNC_AUTH_TOKEN", None) or None
-    hosts = pick("allowed_hosts", "PROCSYNC_ALLOWED_HOSTS", ())
+    token = pick(options.token, "PROCSYNC_AUTH_TOKEN", None) or None
+    hosts = pick(options.allowed_hosts, "PROCSYNC_ALLOWED_HOSTS", ())
     if isinstance(hosts, str):
         hosts = [h for h in hosts.replace(",", " ").split() if h]
-    heartbeat = float(pick("heartbeat", "PROCSYNC_EVENTS_HEARTBEAT", 15.0))
+    heartbeat = float(pick(options.heartbeat, "PROCSYNC_EVENTS_HEARTBEAT", 15.0))
     return Settings(
         token=str(token) if token else None,
-        auth=options.get("auth"),
+        auth=options.auth,
         allowed_hosts=tuple(str(h).lower() for h in hosts),
         heartbeat=heartbeat if heartbeat > 0 else 15.0,
-        dashboard=bool(pick("dashboard", "PROCSYNC_DASHBOARD", True)),
+        dashboard=bool(pick(options.dashboard, "PROCSYNC_DASHBOARD", True)),
     )
 
 
@@ -238,6 +248,7 @@ def json_body(request: Request) -> dict[str, Any]:
 
 __all__ = [
     "ApiError",
+    "Options",
     "Settings",
     "check_access",
     "check_content_type",

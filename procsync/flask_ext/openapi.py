@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .. import __version__
 from ..config import AUTORESTART_POLICIES
+from ..version import __version__
 
 STATUSES = ["stopped", "starting", "running", "stopping", "backoff", "fatal", "exited", "crashed"]
 

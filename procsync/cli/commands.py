@@ -1,0 +1,489 @@
+"""The `procsync` commands: serve, talk to a running serve, check and export configs.
+
+Each command is a plain click command; `main.py` puts them (`COMMANDS`) in
+the `procsync` group. Exit codes: 0 done, 1 the action failed, 2 usage or
+config error, 3 no server reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import click
+
+from ..config import HealthCheck, LoadedConfig, ServerConfig, Settings, SpawnConfig, load_config
+from ..errors import ConfigError, ProcSyncError
+from ..redact import shown_command
+from .client import ApiClient, ClientError, auth_token, connect_host, error_text, read_timeout
+
+DEFAULT_CONFIG = "procsync.toml"
+ACTION_TIMEOUT = 600.0  # start waits for readiness on the server side (start_timeout)
+
+STATE_COLORS = {
+    "running": "green", "starting": "yellow", "stopping": "yellow", "backoff": "yellow",
+    "fatal": "red", "crashed": "red", "stopped": None, "exited": None,
+}
+#: Refusals that leave the server in the asked-for state: success (exit 0), like systemctl.
+IDEMPOTENT = {"start": ("already_running",), "stop": ("already_stopped",)}
+HEALTH_COLORS = {"healthy": "green", "unhealthy": "yellow", "unresponsive": "red", "dead": "red"}
+
+
+class Failed(click.ClickException):
+    """The action failed (exit 1)."""
+
+    exit_code = 1
+
+
+class BadConfig(click.ClickException):
+    """Usage or config error (exit 2)."""
+
+    exit_code = 2
+
+
+# -- options shared by every command ---------------------------------------------------------
+
+def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-c", "--config", "config", default=DEFAULT_CONFIG, show_default=True, envvar="PROCSYNC_CONFIG",
+        type=click.Path(dir_okay=False, path_type=str),
+        help="procsync.toml or Procfile (env PROCSYNC_CONFIG).",
+    )(f)
+
+
+def url_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--url", envvar="PROCSYNC_URL", metavar="URL",
+        help="Where procsync serve answers, e.g. http://127.0.0.1:8420 (env PROCSYNC_URL).",
+    )(f)
+
+
+def load_or_fail(path: str) -> LoadedConfig:
+    """load_config, a config error becoming exit code 2."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        raise BadConfig(str(err)) from None
+
+
+def config_given(name: str = "config") -> bool:
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def make_client(config: str, url: str | None) -> ApiClient:
+    """The client for this command line: URL from --url/PROCSYNC_URL or the config's host/port."""
+    settings = None
+    if config_given() or Path(config).exists():
+        settings = load_or_fail(config).settings
+    if settings is None:
+        settings = Settings.defaults(".")
+    token = auth_token(settings.auth_token)
+    try:
+        timeout = read_timeout()
+    except ValueError as err:
+        raise BadConfig(str(err)) from None
+    if url:
+        parts = urlsplit(url)
+        if parts.path in ("", "/"):
+            url = url.rstrip("/") + settings.url_prefix
+    else:
+        url = f"http://{connect_host(settings.host)}:{settings.port}{settings.url_prefix}"
+    try:
+        return ApiClient(url, token, hint=f"procsync serve -c {config}", timeout=timeout)
+    except ValueError as err:
+        raise BadConfig(f"--url: {err}") from None
+
+
+def server_path(server_id: str, action: str = "") -> str:
+    return f"/servers/{quote(server_id, safe='')}{action}"
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+def fmt_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if not n:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}G"
+
+
+def table(headers: list[str], rows: list[list[str]], colors: list[list[str | None]] | None = None) -> str:
+    """Columns padded to their widest cell; colors (per cell) applied after padding."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for n, row in enumerate(rows):
+        cells = []
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            padded = cell.ljust(width) if i < len(row) - 1 else cell
+            color = colors[n][i] if colors else None
+            cells.append(click.style(padded, fg=color) if color else padded)
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def status_table(servers: list[dict[str, Any]]) -> str:
+    headers = ["ID", "STATUS", "PID", "HEALTH", "UPTIME", "PORTS", "RESTARTS", "CPU", "MEM", "NOTE"]
+    rows, colors = [], []
+    for s in servers:
+        note = ""
+        if s.get("orphaned"):
+            note = f"port held by orphan pid {s.get('orphaned_pid')}"
+        elif s.get("message") and s.get("status") not in ("running", "stopped"):
+            note = str(s["message"]).splitlines()[0]
+        rows.append([
+            str(s.get("id")), str(s.get("status")), str(s.get("pid") or "-"), str(s.get("health") or "-"),
+            fmt_uptime(s.get("uptime")), ",".join(str(p) for p in s.get("ports") or []) or "-",
+            str(s.get("restarts", 0)), f"{s.get('cpu_percent') or 0:.0f}%" if s.get("running") else "-",
+            fmt_bytes(s.get("memory_rss")), note,
+        ])
+        colors.append([None, STATE_COLORS.get(str(s.get("status"))), None,
+                       HEALTH_COLORS.get(str(s.get("health"))), None, None, None, None, None,
+                       "red" if s.get("orphaned") else None])
+    return table(headers, rows, colors)
+
+
+# -- commands that talk to a running serve -------------------------------------------------
+
+@click.command()
+@config_option
+@click.option("--host", help="Address to listen on (default: [procsync] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on (default: [procsync] port, 8420; 0 picks one).")
+@click.option("--stop-on-exit", is_flag=True, help="Stop the servers when procsync serve exits.")
+@click.option("--quiet", "-q", is_flag=True, help="Do not print server events.")
+@click.option("--allow-remote-without-token", "allow_remote", is_flag=True,
+              help="Listen on a non-loopback --host even though no auth token is set (insecure).")
+def serve(config: str, host: str | None, port: int | None, stop_on_exit: bool, quiet: bool,
+          allow_remote: bool) -> None:
+    """Run the servers and the dashboard.
+
+    Starts the servers with autostart = true, serves the dashboard and the JSON API,
+    and prints a line per start, stop, crash and restart. Ctrl-C or SIGTERM stops
+    procsync (the servers keep running unless --stop-on-exit); SIGHUP reloads the config.
+    The token is PROCSYNC_AUTH_TOKEN, else auth_token; without one, serve listens on
+    loopback addresses only (unless --allow-remote-without-token).
+    """
+    from .serve import run_serve
+
+    loaded = load_or_fail(config)
+    try:
+        code = run_serve(loaded, host=host, port=port, stop_on_exit=stop_on_exit, quiet=quiet,
+                         allow_remote_without_token=allow_remote)
+    except ConfigError as err:
+        raise BadConfig(str(err)) from None
+    except ProcSyncError as err:
+        raise Failed(str(err)) from None
+    sys.exit(code)
+
+
+@click.command()
+@config_option
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.argument("ids", nargs=-1)
+def status(config: str, url: str | None, as_json: bool, ids: tuple[str, ...]) -> None:
+    """Show the servers: state, pid, health, uptime, ports.
+
+    Only the IDS given, if any. --json prints the API's answer.
+    """
+    client = make_client(config, url)
+    servers = client.get("/servers").get("servers", [])
+    if ids:
+        unknown = [i for i in ids if i not in {s.get("id") for s in servers}]
+        if unknown:
+            raise Failed(f"unknown server {unknown[0]!r}")
+        servers = [s for s in servers if s.get("id") in ids]
+    if as_json:
+        click.echo(json.dumps({"servers": servers}, indent=2))
+    elif not servers:
+        click.echo("no servers")
+    else:
+        click.echo(status_table(servers))
+
+
+def _act(action: str, config: str, url: str | None, ids: tuple[str, ...], all_: bool) -> None:
+    client = make_client(config, url)
+    if all_:
+        ids = tuple(s["id"] for s in client.get("/servers").get("servers", []))
+    elif not ids:
+        raise click.UsageError("give at least one server ID (or --all)")
+
+    def one(server_id: str) -> tuple[bool, str]:
+        try:
+            status, data = client.call("POST", server_path(server_id, f"/{action}"), timeout=ACTION_TIMEOUT)
+        except ClientError as err:
+            if err.exit_code != 1:
+                raise
+            return False, str(err)
+        ok = status < 400 and bool(data.get("success", True))
+        if data.get("error") in IDEMPOTENT.get(action, ()):
+            ok = True  # the server is already where it was asked to go
+        message = data.get("message") or ("done" if ok else error_text(data, status))
+        tail = data.get("log_tail") or []
+        if tail:
+            message += "\n  " + "\n  ".join(tail[-10:])
+        return ok, message
+
+    with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
+        results = list(pool.map(one, ids))
+    failed = 0
+    for server_id, (ok, message) in zip(ids, results, strict=True):
+        click.echo(f"{server_id}: {message}", err=not ok)
+        failed += not ok
+    if failed:
+        sys.exit(1)
+
+
+def _action_command(action: str, doc: str) -> click.Command:
+    """`procsync start|stop|restart ID... | --all`."""
+
+    @click.command(name=action, help=doc)
+    @config_option
+    @url_option
+    @click.option("--all", "all_", is_flag=True, help="Every registered server.")
+    @click.argument("ids", nargs=-1)
+    def command(config: str, url: str | None, all_: bool, ids: tuple[str, ...]) -> None:
+        _act(action, config, url, ids, all_)
+
+    return command
+
+
+start = _action_command("start", "Start servers by ID; waits until each is ready.")
+stop = _action_command("stop", "Stop servers by ID (stop signal to the group, then SIGKILL).")
+restart = _action_command("restart", "Restart servers by ID.")
+
+
+@click.command()
+@config_option
+@url_option
+@click.option("-n", "--lines", default=100, show_default=True, type=click.IntRange(1, 10000),
+              help="How many of the last lines to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until interrupted.")
+@click.argument("server_id", metavar="ID")
+def logs(config: str, url: str | None, lines: int, follow: bool, server_id: str) -> None:
+    """Print the last lines of a server's log (-f: and follow it)."""
+    client = make_client(config, url)
+    if not follow:
+        for line in client.get(f"{server_path(server_id, '/logs')}?lines={lines}").get("lines", []):
+            click.echo(line)
+        return
+    try:
+        for event, data in client.stream(f"{server_path(server_id, '/logs/stream')}?lines={lines}"):
+            if event in ("lines", "message"):
+                try:
+                    payload = json.loads(data)
+                except ValueError:
+                    payload = {"lines": [data]}
+                for line in payload.get("lines", []) if isinstance(payload, dict) else [str(payload)]:
+                    click.echo(line)
+            elif event == "rotated":
+                click.echo("--- log rotated ---", err=True)
+    except KeyboardInterrupt:
+        return
+    raise client.unreachable("the log stream was closed (procsync serve stopped?)")
+
+
+@click.command()
+@config_option
+@url_option
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.argument("server_id", metavar="ID")
+def history(config: str, url: str | None, limit: int, as_json: bool, server_id: str) -> None:
+    """Show a server's recent lifecycle events.
+
+    Starts, stops, exits, crashes and restarts, newest first.
+    """
+    client = make_client(config, url)
+    data = client.get(f"{server_path(server_id, '/history')}?limit={limit}")
+    entries = data.get("history", [])
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not entries:
+        click.echo(f"no history for {server_id}")
+        return
+    rows = []
+    for e in entries:
+        exit_code = e.get("exit_code")
+        rows.append([str(e.get("at", ""))[:19].replace("T", " "), str(e.get("event")),
+                     str(e.get("pid") or "-"), "-" if exit_code is None else str(exit_code),
+                     str(e.get("reason") or "")])
+    click.echo(table(["AT (UTC)", "EVENT", "PID", "EXIT", "REASON"], rows))
+
+
+@click.command(name="kill-orphan")
+@config_option
+@url_option
+@click.argument("server_id", metavar="ID")
+@click.argument("pid", type=click.IntRange(min=1))
+def kill_orphan(config: str, url: str | None, server_id: str, pid: int) -> None:
+    """Kill an untracked process holding a server's port.
+
+    Refused unless PID is, right now, a process procsync does not track that listens on
+    one of server ID's ports.
+    """
+    client = make_client(config, url)
+    status, data = client.call("POST", server_path(server_id, "/kill-orphan"), {"pid": pid},
+                               timeout=ACTION_TIMEOUT)
+    if status >= 400 or not data.get("success", False):
+        raise Failed(error_text(data, status))
+    click.echo(f"{server_id}: {data.get('message') or f'killed orphan pid {pid}'}")
+
+
+@click.command()
+@config_option
+@url_option
+def reload(config: str, url: str | None) -> None:
+    """Re-read the config in the running serve.
+
+    Applies only the differences: new servers are added (and started if autostart),
+    removed ones stopped, changed running ones restarted.
+    """
+    client = make_client(config, url)
+    status, data = client.call("POST", "/reload", timeout=ACTION_TIMEOUT)
+    if status == 400 and data.get("error") == "bad_config":
+        raise BadConfig(error_text(data, status))
+    if status in (404, 405, 501):
+        raise Failed(f"this procsync server does not support reload ({error_text(data, status)})")
+    if status >= 400:
+        raise Failed(error_text(data, status))
+    changes = data.get("changes", {})
+    if not any(v != "unchanged" for v in changes.values()):
+        click.echo("no changes")
+    for server_id, change in changes.items():
+        if change != "unchanged":
+            click.echo(f"{server_id}: {change}")
+
+
+# -- offline commands ------------------------------------------------------------------------
+
+def describe_health(health: HealthCheck | None, ports: tuple[int, ...]) -> str:
+    if health is None:
+        return f"ports {', '.join(map(str, ports))} open" if ports else "process alive"
+    if health.http:
+        return f"http {health.http}" + (f" (status {health.expect_status})" if health.expect_status else "")
+    if health.tcp:
+        return f"tcp port {health.tcp}"
+    return f"command {shown_command(health.command or ())}"
+
+
+def runtime_warnings(server_id: str, config: ServerConfig) -> list[str]:
+    """Problems of the machine now (not of the file): missing cwd, executable not on PATH."""
+    problems = []
+    try:
+        config.check_runtime(server_id)
+    except ConfigError as err:
+        problems.append(str(err))
+    if not config.shell:
+        try:
+            program = SpawnConfig(id=server_id, command=config.command).argv()[0]
+        except ConfigError as err:
+            return [*problems, str(err)]
+        search = (config.env or {}).get("PATH") if config.env else None
+        if os.sep in program:
+            full = program if os.path.isabs(program) else os.path.join(config.cwd or ".", program)
+            if not os.access(full, os.X_OK):
+                problems.append(f"server {server_id!r}: command: {program!r} is not an executable file")
+        elif shutil.which(program, path=search) is None:
+            problems.append(f"server {server_id!r}: command: {program!r} is not found on PATH")
+    return problems
+
+
+@click.command()
+@config_option
+def check(config: str) -> None:
+    """Validate a config and show what serve would run.
+
+    Warns (on stderr) about a missing cwd or an executable not found on PATH.
+    """
+    loaded = load_or_fail(config)
+    s = loaded.settings
+    n = len(loaded.registry)
+    click.echo(f"{config}: OK ({loaded.format}, {n} server{'s' if n != 1 else ''})")
+    hooks = ", ".join(h.url for h in s.webhooks) or "none"
+    click.echo(table(["SETTING", "VALUE"], [
+        ["dashboard", f"http://{connect_host(s.host)}:{s.port}{s.url_prefix}/"],
+        ["state_file", s.state_file], ["log_dir", s.log_dir], ["interval", f"{s.interval:g}s"],
+        ["auth_token", "set" if s.auth_token else "not set"], ["webhooks", hooks],
+    ]))
+    warnings = []
+    for server_id, c in loaded.registry.items():
+        click.echo("")
+        click.echo(f"[{server_id}]" + (" autostart" if c.autostart else ""))
+        restart = c.autorestart
+        if restart != "no":
+            restart += f" (max {c.max_restarts}, backoff {c.backoff_initial:g}s..{c.backoff_max:g}s)"
+        rows = [["command", shown_command(c.command) + ("  (shell)" if c.shell else "")],
+                ["cwd", c.cwd or "(current directory)"],
+                ["ports", ", ".join(map(str, c.ports)) or "-"],
+                ["health", describe_health(c.health if isinstance(c.health, HealthCheck) else None,
+                                           tuple(c.ports))],
+                ["autorestart", restart]]
+        if c.env:
+            rows.append(["env", ", ".join(sorted(c.env))])
+        if c.name and c.name != server_id:
+            rows.insert(0, ["name", c.name])
+        for key, value in rows:
+            click.echo(f"  {key:<12} {value}")
+        warnings += runtime_warnings(server_id, c)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.command()
+@config_option
+@click.argument("kind", type=click.Choice(["systemd", "supervisord"]))
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder to write the files into (created if missing).")
+@click.option("--user", is_flag=True, help="systemd: units for 'systemctl --user' (WantedBy=default.target).")
+def export(config: str, kind: str, output: str, user: bool) -> None:
+    """Write systemd units or a supervisord config.
+
+    systemd: one procsync-<id>.service per server. supervisord: supervisord.conf
+    (run it with supervisord -c) including procsync-programs.conf.
+    """
+    from .export import export_supervisord, export_systemd
+
+    loaded = load_or_fail(config)
+    if not loaded.registry:
+        raise BadConfig(f"{config}: defines no servers")
+    try:
+        paths = export_systemd(loaded, output, user=user) if kind == "systemd" else export_supervisord(loaded, output)
+    except OSError as err:
+        raise Failed(f"cannot write to {output}: {err.strerror or err}") from None
+    except ProcSyncError as err:
+        raise BadConfig(str(err)) from None
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+
+#: Every command of the `procsync` group.
+COMMANDS: tuple[click.Command, ...] = (
+    serve, status, start, stop, restart, logs, history, kill_orphan, reload, check, export,
+)

@@ -1,0 +1,145 @@
+"""What every config-file reader returns and raises: settings, the loaded file, its errors.
+
+Both readers (the procsync.toml one in `toml.py`, the Procfile one in
+`procfile.py`) build a `LoadedConfig` of `Settings` and `ServerConfig`s
+and report every problem as a `ConfigFileError` naming the file, the line
+when known, the table and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import signals
+from ..errors import ConfigError, ProcSyncError
+from .records import ServerConfig
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8420
+DEFAULT_INTERVAL = 3.0
+DEFAULT_URL_PREFIX = "/procsync"
+STATE_DIR = ".procsync"  # beside the config file: default home of the state file and logs
+
+#: Signals a webhook receives when it names no events: all but the periodic health_check.
+DEFAULT_WEBHOOK_EVENTS = tuple(name for name in signals.ALL if name != "health_check")
+
+#: A url_prefix: '/'-separated segments of URL-safe characters (RFC 3986 "unreserved").
+_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def url_prefix_problem(prefix: Any) -> str | None:
+    """Why `prefix` cannot be a URL prefix, or None: '/' or '/a/b' of URL-safe names only."""
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        return f"must be a path starting with '/', not {prefix!r}"
+    segments = prefix.strip("/").split("/")
+    if prefix != "/" and ("//" in prefix or not all(
+            _PREFIX_SEGMENT.fullmatch(part) and part not in (".", "..") for part in segments)):
+        return (f"{prefix[:80]!r} may only hold '/'-separated names of ASCII letters, digits, "
+                "'-', '_', '.' and '~'")
+    return None
+
+
+class ConfigFileError(ConfigError):
+    """A config file is invalid: names the file, the line (when known), the table and the key."""
+
+    def __init__(self, path: str | os.PathLike[str], table: str | None, key: str | None,
+                 problem: str, line: int | None = None) -> None:
+        where = f"{os.fspath(path)}:{line}" if line else os.fspath(path)
+        if table and not key:
+            message = f"{where}: [{table}] {problem}"
+        else:
+            place = " ".join(part for part in (f"[{table}]" if table else "", key or "") if part)
+            message = f"{where}: {place}: {problem}" if place else f"{where}: {problem}"
+        ProcSyncError.__init__(self, message)
+        server_id = table.split(".", 1)[1] if table and table.startswith("servers.") else ""
+        self.server_id, self.field, self.problem = server_id, key or "", problem
+        self.path, self.table, self.key, self.line = os.fspath(path), table, key, line
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One `[procsync] webhooks` entry: where to POST which signals, signed with `secret`."""
+
+    url: str
+    events: tuple[str, ...] | None = None  # None: DEFAULT_WEBHOOK_EVENTS
+    secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The `[procsync]` table, paths already absolute."""
+
+    state_file: str
+    log_dir: str
+    interval: float = DEFAULT_INTERVAL
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    auth_token: str | None = None
+    url_prefix: str = DEFAULT_URL_PREFIX
+    webhooks: tuple[Webhook, ...] = ()
+
+    @classmethod
+    def defaults(cls, folder: str | os.PathLike[str]) -> Settings:
+        """The settings of a file with no `[procsync]` table in `folder`."""
+        base = Path(folder).resolve() / STATE_DIR
+        return cls(state_file=str(base / "state.json"), log_dir=str(base / "logs"))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A loaded config file: its settings and its servers (id -> ServerConfig, in file order)."""
+
+    path: Path
+    settings: Settings
+    registry: dict[str, ServerConfig] = field(default_factory=dict)
+    format: str = "toml"  # "toml" | "procfile"
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The file's text, or ConfigFileError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(path, None, None, "no such file") from None
+    except IsADirectoryError:
+        raise ConfigFileError(path, None, None, "is a directory, not a config file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(path, None, None, f"is not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise ConfigFileError(path, None, None, f"cannot be read: {err.strerror}") from None
+
+
+def settings_fields(settings: Settings) -> dict[str, Any]:
+    """The settings as a dict of field name to value."""
+    return {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
+
+
+def settings_summary(settings: Settings) -> Mapping[str, Any]:
+    """The settings as plain values, the token hidden."""
+    values = settings_fields(settings)
+    values["auth_token"] = "(set)" if settings.auth_token else None
+    values["webhooks"] = [hook.url for hook in settings.webhooks]
+    return values
+
+
+__all__ = [
+    "ConfigFileError",
+    "DEFAULT_HOST",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_PORT",
+    "DEFAULT_URL_PREFIX",
+    "DEFAULT_WEBHOOK_EVENTS",
+    "LoadedConfig",
+    "STATE_DIR",
+    "Settings",
+    "Webhook",
+    "read_text",
+    "settings_fields",
+    "settings_summary",
+    "url_prefix_problem",
+]
