@@ -32,21 +32,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from fleet import (
-    RUN,
-    TOOLS,
     Fifo,
     Procsync,
     Tool,
     alive,
-    kill_leftovers,
+    run_tools,
     run_with_tool,
     timed,
     wait_gone,
@@ -128,22 +124,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.servers < 1 or args.idle_seconds <= 0:
         parser.error("--servers must be >= 1 and --idle-seconds > 0")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-up on a kill too
-    results: dict[str, tuple[Scale, str]] = {}
     began = time.monotonic()
-    try:
-        for key in [k for k in args.tools.split(",") if k]:
-            if key in TOOLS and not TOOLS[key][1].exists():
-                print(f"skipping {key}: {TOOLS[key][1]} is not installed", file=sys.stderr)
-                continue
-            if key not in TOOLS and key not in ("procsync", "procsync-off"):
-                parser.error(f"unknown tool {key!r}")
-            results[key] = run_tool(key, args.servers, args.idle_seconds, args.settle)
-            print(f"  {key}: done", file=sys.stderr)
-    finally:
-        left = kill_leftovers(RUN)
-        if left:
-            print(f"killed leftover children {left}", file=sys.stderr)
+    results: dict[str, tuple[Scale, str]] = run_tools(
+        args.tools, ("procsync", "procsync-off"),
+        lambda key: run_tool(key, args.servers, args.idle_seconds, args.settle), parser.error)
     if not results:
         return
     base = results.get("procsync", next(iter(results.values())))[0]

@@ -32,13 +32,12 @@ import argparse
 import os
 import signal
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from fleet import RUN, TOOLS, Fifo, Procsync, Tool, alive, kill_leftovers, run_with_tool, timed
+from fleet import Fifo, Procsync, Tool, alive, run_tools, run_with_tool, timed
 
 START_DEADLINE = 180.0
 RESTART_DEADLINE = 120.0
@@ -112,21 +111,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.servers < 1 or args.rounds < 1:
         parser.error("--servers and --rounds must be >= 1")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-up on a kill too
-    results: dict[str, tuple[list[Round], str]] = {}
-    try:
-        for key in [k for k in args.tools.split(",") if k]:
-            if key != "procsync" and key not in TOOLS:
-                parser.error(f"unknown tool {key!r}")
-            if key in TOOLS and not TOOLS[key][1].exists():
-                print(f"skipping {key}: {TOOLS[key][1]} is not installed", file=sys.stderr)
-                continue
-            results[key] = run_tool(key, args.servers, args.rounds, args.settle)
-            print(f"  {key}: done", file=sys.stderr)
-    finally:
-        left = kill_leftovers(RUN)
-        if left:
-            print(f"killed leftover children {left}", file=sys.stderr)
+    results: dict[str, tuple[list[Round], str]] = run_tools(
+        args.tools, ("procsync",), lambda key: run_tool(key, args.servers, args.rounds, args.settle),
+        parser.error)
     if not results:
         return
     base_rounds = results.get("procsync", next(iter(results.values())))[0]

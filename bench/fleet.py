@@ -538,3 +538,26 @@ def run_with_tool(key: str, count: int, make_procsync: Callable[[Path, Path], tu
                 left = kill_leftovers(token)
                 if left:
                     print(f"{key} left {len(left)} children running (killed)", file=sys.stderr)
+
+
+def run_tools(tools: str, procsync_keys: tuple[str, ...], run_one: Callable[[str], Any],
+              error: Callable[[str], Any]) -> dict[str, Any]:
+    """`run_one(key)` for each tool of the comma-separated `tools`, skipping those not installed;
+    every child of this run is killed afterwards, also on SIGTERM. `error(message)` for an
+    unknown name (argparse's parser.error)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-up on a kill too
+    results: dict[str, Any] = {}
+    try:
+        for key in [k for k in tools.split(",") if k]:
+            if key not in TOOLS and key not in procsync_keys:
+                error(f"unknown tool {key!r}")
+            if key in TOOLS and not TOOLS[key][1].exists():
+                print(f"skipping {key}: {TOOLS[key][1]} is not installed", file=sys.stderr)
+                continue
+            results[key] = run_one(key)
+            print(f"  {key}: done", file=sys.stderr)
+    finally:
+        left = kill_leftovers(RUN)
+        if left:
+            print(f"killed leftover children {left}", file=sys.stderr)
+    return results

@@ -25,9 +25,7 @@ class ServerView:
     """What the orchestrator believes about one server right now (a copy)."""
 
     id: str
-    status: str
     pid: int | None
-    last_pid: int | None
     owner: str | None
     config: ServerConfig
 

@@ -41,7 +41,7 @@ from ..records import ActionResult, KillResult, ServerStatus
 from ..store import ProcessStateStore, SQLiteStateStore, StoredProcessInfo, open_store
 from .context import Context
 from .journal import Journal
-from .lifecycle import ACTIVE, BACKOFF, ServerState
+from .lifecycle import ACTIVE, BACKOFF, ServerState, advance, observed
 from .mirror import Mirror
 from .recovery import Recovery
 from .registry import Registry
@@ -121,7 +121,7 @@ class _Host:
             s = registry.servers.get(sid)
             if s is None:
                 return None
-            return ServerView(s.id, s.status, s.pid, s.last_pid, s.owner, s.config)
+            return ServerView(s.id, s.pid, s.owner, s.config)
 
     def mirror(self, sid: str, record: StoredProcessInfo | None, *, emit: bool = True) -> None:
         self._parts.mirror.apply(sid, record, emit=emit)
@@ -146,8 +146,6 @@ class _Host:
             server = registry.servers.get(sid)
             if server is None:
                 return
-            from .lifecycle import advance, observed
-
             advance(server, observed("stopped"))
             server.pid, server.ready, server.owner = None, False, ctx.owner
             server.last_pid = pid
@@ -534,16 +532,12 @@ class ServerOrchestrator:
         """POST every `events` signal (all by default) as JSON to `url`; see procsync.webhooks."""
         from ..webhooks import WebhookDispatcher
 
-        registry = self._ctx.registry
-        with registry.lock:
+        with self._ctx.registry.lock:
             self._check_open()
-            create = self._webhooks is None
-        if create:
-            dispatcher = WebhookDispatcher(self)
-            with registry.lock:
-                if self._webhooks is None:
-                    self._webhooks = dispatcher
-        return self._webhooks.add(url, events=events, secret=secret)
+            if self._webhooks is None:
+                self._webhooks = WebhookDispatcher(self)  # subscribes nothing until add()
+            dispatcher = self._webhooks
+        return dispatcher.add(url, events=events, secret=secret)
 
     # ------------------------------------------------------------ shutdown
 

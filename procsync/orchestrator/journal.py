@@ -26,10 +26,10 @@ from typing import Any
 
 from ..config import command_text
 from ..errors import ProcessNotFound, StateStoreError
-from ..locks import ordered_lock
 from ..logs import tail_lines
 from ..store import StoredProcessInfo
 from ..store.base import EventSpec
+from .queue_thread import QueueThread
 from .registry import LOG_TAIL, Registry, now
 
 log = logging.getLogger("procsync.orchestrator")
@@ -78,11 +78,7 @@ class Journal:
         self._store = store  # the orchestrator's current store (a forked child makes a new one)
         self._owner = owner  # this instance's token
         self._log_path = log_path
-        self._lock = ordered_lock("journal")
-        self._wake = threading.Condition(self._lock)
-        self._queue: list[_Persist | _Event | Ticket] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._queue = QueueThread("procsync-journal", "journal", self._commit)
         self.commits = 0  # batches written (for benchmarks and tests)
         self.changes = 0  # changes written
 
@@ -109,61 +105,25 @@ class Journal:
 
     def _put(self, item: _Persist | _Event | None) -> Ticket:
         ticket = Ticket()
-        with self._lock:
-            if item is not None:
-                self._queue.append(item)
-            self._queue.append(ticket)
-            running = self._thread is not None
-            self._wake.notify()
-        if not running:
-            self._commit(self._take_all())  # not started (or stopped): write on the caller
+        queued = (ticket,) if item is None else (item, ticket)
+        if not self._queue.put(*queued):
+            self._commit(self._queue.take_all())  # not started (or stopped): write on the caller
         return ticket
 
     # ------------------------------------------------------------ thread
 
     def start(self) -> None:
         """Start the journal thread (idempotent)."""
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="procsync-journal", daemon=True)
-            self._thread.start()
+        self._queue.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread; later writes run on the caller."""
-        self._stop.set()
-        with self._lock:
-            thread, self._thread = self._thread, None
-            self._wake.notify()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self._commit(self._take_all())
+        self._queue.stop(timeout)
+        self._commit(self._queue.take_all())
 
     def forget_after_fork(self) -> None:
         """In a forked child: no thread; fresh lock; the queue belongs to the parent."""
-        self._lock = ordered_lock("journal")
-        self._wake = threading.Condition(self._lock)
-        self._queue = []
-        self._thread = None
-        self._stop = threading.Event()
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue and not self._stop.is_set():
-                    self._wake.wait()
-                if not self._queue and self._stop.is_set():
-                    return
-            try:
-                self._commit(self._take_all())
-            except Exception:  # never lose the thread; the tickets are set by _commit
-                log.exception("journal commit failed")
-
-    def _take_all(self) -> list[_Persist | _Event | Ticket]:
-        with self._lock:
-            batch, self._queue = self._queue, []
-        return batch
+        self._queue.forget_after_fork()
 
     # ------------------------------------------------------------ writing
 

@@ -11,21 +11,19 @@ Restarts that fall due together start as one batch.
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..locks import ordered_lock
 from ..ports import owner_of, tracked_processes
 from ..records import ProcessInfo
 from ..store import StoredProcessInfo
 from .context import Context
 from .lifecycle import ServerState, advance, observed
 from .policy import FATAL, RESTART, RestartDecision, backoff_delay, decide, exit_event
+from .queue_thread import QueueThread
 from .registry import now
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,48 +43,24 @@ class Restarter:
         self.begin: Callable[[ServerState], int]  # Starter.begin: under the lock, to "starting"
         self.launch: Callable[..., Any]  # Starter.launch: the rest of a batch of starts
         self.status_view: StatusView
-        self._lock = ordered_lock("exits")
-        self._wake = threading.Condition(self._lock)
-        self._exits: collections.deque[dict[str, Any]] = collections.deque()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._exits = QueueThread("procsync-exits", "exits", self._handle_exits)
 
     # ------------------------------------------------------------ the hand-off
 
     def on_process_exit(self, sender: Any, **exit: Any) -> None:
         """process_exit from our manager, on its watcher thread: queue it and return."""
-        with self._lock:
-            self._exits.append(exit)
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="procsync-exits", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+        self._exits.put(exit, start=True)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Handle the exits queued so far, then stop the thread."""
-        self._stop.set()
-        with self._lock:
-            thread, self._thread = self._thread, None
-            self._wake.notify()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._exits.stop(timeout)
 
     def forget_after_fork(self) -> None:
         """In a forked child: no thread, fresh lock; the parent's exits are not ours."""
-        self._lock = ordered_lock("exits")
-        self._wake = threading.Condition(self._lock)
-        self._exits = collections.deque()
-        self._thread = None
-        self._stop = threading.Event()
+        self._exits.forget_after_fork()
 
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._exits and not self._stop.is_set():
-                    self._wake.wait()
-                if not self._exits:
-                    return
-                exit = self._exits.popleft()
+    def _handle_exits(self, exits: list[dict[str, Any]]) -> None:
+        for exit in exits:
             try:
                 self.handle_exit(**exit)
             except Exception:
@@ -250,18 +224,21 @@ class Restarter:
 
     def _released(self, server: ServerState, old_pid: int | None) -> bool:
         """Whether the old process tree of `server` is gone and its ports are free (no wait)."""
-        ctx = self.ctx
-        info = ctx.manager.get_process(server.id)
+        info = self.ctx.manager.get_process(server.id)
         if (info is not None and old_pid is not None and info.pid == old_pid
-                and ctx.manager.wait(server.id, timeout=0) is None):
+                and self.ctx.manager.wait(server.id, timeout=0) is None):
             return False
+        return self._ports_free(server, old_pid)
+
+    def _ports_free(self, server: ServerState, old_pid: int | None) -> bool:
+        """Whether no process of ours (or `old_pid`) holds a port of `server` right now."""
         ports = tuple(server.config.ports)
         if not ports:
             return True
         held = self.status_view.ports_held(ports)
         if held is None:
             return True
-        owner = owner_of(held[1], tracked_processes(ctx.manager.get_all_processes()))
+        owner = owner_of(held[1], tracked_processes(self.ctx.manager.get_all_processes()))
         return owner is None and held[1] != old_pid  # someone else's: the start reports it
 
     def wait_released(self, server: ServerState, old_pid: int | None, timeout: float) -> None:
@@ -271,14 +248,8 @@ class Restarter:
         info = ctx.manager.get_process(server.id)
         if info is not None and old_pid is not None and info.pid == old_pid:
             ctx.manager.wait(server.id, timeout=timeout)
-        ports = tuple(server.config.ports)
-        while ports and time.monotonic() < deadline and not ctx.registry.closing.is_set():
-            held = self.status_view.ports_held(ports)
-            if held is None:
-                return
-            owner = owner_of(held[1], tracked_processes(ctx.manager.get_all_processes()))
-            if owner is None and held[1] != old_pid:
-                return  # someone else's process: the start reports it
+        while (not self._ports_free(server, old_pid) and time.monotonic() < deadline
+               and not ctx.registry.closing.is_set()):
             ctx.registry.closing.wait(0.02)
 
     # ------------------------------------------------------------ stability and health
