@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -193,6 +194,75 @@ def _tail_one(path: Path, lines: int) -> list[str]:
     return out[-lines:]
 
 
+class LineWatch:
+    """Finds a line matching `pattern` written to the log `path` after byte `offset`.
+
+    Each `poll()` reads only the bytes written since the last one (a
+    rotation's truncate starts it again at the new start), so watching a
+    large log costs what is new, not the whole file. Not thread-safe: one
+    poller owns it. `close()` releases the descriptor.
+    """
+
+    MAX_PARTIAL = 64 * 1024  # a longer unfinished line is checked and dropped
+
+    def __init__(self, path: str | os.PathLike[str], pattern: str, offset: int = 0) -> None:
+        self.path = os.fspath(path)
+        self.pattern = re.compile(pattern)
+        self.offset = offset
+        self.seen = False
+        self._fd: int | None = None
+        self._partial = b""
+
+    @staticmethod
+    def size_of(path: str | os.PathLike[str]) -> int:
+        """The size of `path` now (0 if it does not exist): where a watch of new lines starts."""
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return 0
+
+    def poll(self) -> bool:
+        """Read what is new; True once a matching line has appeared."""
+        if self.seen:
+            return True
+        if self._fd is None:
+            self._fd = open_for_reading(self.path, quiet=True)
+            if self._fd is None:
+                return False
+        try:
+            size = os.fstat(self._fd).st_size
+            if size < self.offset:  # truncated by a rotation: what follows starts at 0
+                self.offset, self._partial = 0, b""
+            while self.offset < size and not self.seen:
+                chunk = os.pread(self._fd, min(CHUNK, size - self.offset), self.offset)
+                if not chunk:
+                    break
+                self.offset += len(chunk)
+                self._scan(chunk)
+        except OSError:
+            self.close()
+        return self.seen
+
+    def _scan(self, chunk: bytes) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > self.MAX_PARTIAL:
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            if self.pattern.search(line.replace(b"\0", b"").decode("utf-8", "replace")):
+                self.seen = True
+                return
+        if self._partial and self.pattern.search(self._partial.decode("utf-8", "replace")):
+            self.seen = True  # a prompt printed without a newline
+
+    def close(self) -> None:
+        """Release the file descriptor."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 class LogRotator:
     """A daemon thread that rotates log files past their size limit.
 
@@ -291,5 +361,5 @@ class LogRotator:
             thread.join(timeout=5)
 
 
-__all__ = ["LogFileError", "LogRotator", "ensure_log_dir", "open_for_reading", "open_log", "rotate",
+__all__ = ["LineWatch", "LogFileError", "LogRotator", "ensure_log_dir", "open_for_reading", "open_log", "rotate",
            "tail_lines"]

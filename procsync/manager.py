@@ -387,6 +387,16 @@ class ProcessManager:
             )
         return {id: results[id] for id in ids}
 
+    def send_signal(self, id: str, sig: int) -> int | None:
+        """Send `sig` to the process group `id` leads (identity checked); its pid, or None when
+        `id` has no live process of ours. For reloads (SIGHUP), not for stopping."""
+        with self._lock:
+            entry = self._entries.get(id)
+        if entry is None or entry.ended.is_set() or not self._verify(entry):
+            return None
+        self._signal_leader(entry, sig, protected_pids())
+        return entry.info.pid
+
     def kill_all(self) -> list[KillResult]:
         """Kill every running process, all at once (`kill_many`)."""
         with self._lock:

@@ -104,6 +104,21 @@ def process_alive(pid: int | None, create_time: float | None) -> bool:
         return False
 
 
+def signal_group(pid: int, create_time: float | None, sig: int) -> bool:
+    """Send `sig` to the process group `pid` leads (to `pid` alone if it leads none), only while
+    `pid` is the process created at `create_time`; whether it was sent."""
+    if not process_alive(pid, create_time):
+        return False
+    try:
+        if os.getpgid(pid) == pid and pid != os.getpgid(0):
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -501,6 +516,7 @@ __all__ = [
     "protected_reason",
     "same_identity",
     "scan",
+    "signal_group",
     "ticks_to_time",
     "usage_of",
     "wait_gone",

@@ -45,7 +45,8 @@ class ActionResult:
     message: str
     pid: int | None = None
     code: str | None = None  # on failure: unknown, already_running, already_stopped, port_in_use,
-    #                          start_failed, start_cancelled, start_timeout, stop_failed, bad_config
+    #                          start_failed, start_cancelled, start_timeout, stop_failed, bad_config,
+    #                          dependency_failed, not_supported
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,8 @@ class ServerStatus:
     command: str
     cwd: str | None
     ports: tuple[int, ...]
-    status: str  # stopped | starting | running | stopping | backoff | fatal | exited | crashed
+    status: str  # stopped | waiting | starting | running | stopping | backoff | fatal | exited
+    #              | crashed | completed | skipped
     running: bool
     pid: int | None
     health: str
@@ -100,6 +102,10 @@ class ServerStatus:
     autorestart: str = "no"
     message: str | None = None  # plain words about the last thing that went wrong
     env_keys: tuple[str, ...] = ()
+    kind: str = "server"  # "server" | "job"
+    group: str | None = None
+    depends_on: dict[str, str] = field(default_factory=dict)  # id -> condition
+    reload_signal: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values under the same snake_case keys; times as ISO 8601."""

@@ -40,6 +40,13 @@ server_restarting = _ns.signal(
 )
 server_fatal = _ns.signal("server_fatal", doc="sender: ServerOrchestrator; id, pid, restarts, exit_code")
 orphan_killed = _ns.signal("orphan_killed", doc="sender: ServerOrchestrator; id, pid, signal")
+server_skipped = _ns.signal(
+    "server_skipped", doc="sender: ServerOrchestrator; id, pid=None, dependency, reason"
+)
+server_reloaded = _ns.signal("server_reloaded", doc="sender: ServerOrchestrator; id, pid, signal")
+memory_limit_exceeded = _ns.signal(
+    "memory_limit_exceeded", doc="sender: ServerOrchestrator; id, pid, rss, limit, action"
+)
 
 #: Every signal by name, in the order above.
 ALL: dict[str, Signal] = {
@@ -57,6 +64,9 @@ ALL: dict[str, Signal] = {
         "server_restarting",
         "server_fatal",
         "orphan_killed",
+        "server_skipped",
+        "server_reloaded",
+        "memory_limit_exceeded",
     )
 }
 

@@ -13,10 +13,12 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 
@@ -175,8 +177,66 @@ def fill_backlog(server: socket.socket) -> list[socket.socket]:
     raise AssertionError("the accept queue never filled up")
 
 
+def hup_counter_code(count_file: str | Path, ready_file: str | Path | None = None) -> str:
+    """Python code for a child that appends its pid to `count_file` per SIGHUP; once the handler
+    is set it prints 'handler installed' (and writes `ready_file`, if given)."""
+    ready = f"pathlib.Path({str(ready_file)!r}).write_text('ready')\n" if ready_file else ""
+    return (
+        "import os, pathlib, signal, time\n"
+        f"count = pathlib.Path({str(count_file)!r})\n"
+        "def on_hup(signum, frame):\n"
+        "    with count.open('a') as f:\n"
+        "        f.write(f'{os.getpid()}\\n')\n"
+        "signal.signal(signal.SIGHUP, on_hup)\n"
+        "print('handler installed', flush=True)\n"
+        f"{ready}"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+
+
+def hups(count_file: Path) -> list[str]:
+    """The pids a `hup_counter_code` child wrote, one per SIGHUP it received."""
+    try:
+        return count_file.read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+class Recorder:
+    """Collects the signals `names` of an orchestrator with their arrival time (monotonic)."""
+
+    def __init__(self, orch: Any, *names: str) -> None:
+        self.events: list[tuple[float, str, dict]] = []
+        self.lock = threading.Lock()
+        for name in names:
+            orch.on(name, self._receiver(name))
+
+    def _receiver(self, name: str) -> Callable[..., None]:
+        def receive(sender: Any, **payload: Any) -> None:
+            with self.lock:
+                self.events.append((time.monotonic(), name, payload))
+        return receive
+
+    def named(self, name: str) -> list[tuple[float, dict]]:
+        """(time, payload) of every `name` signal so far."""
+        with self.lock:
+            return [(t, p) for t, n, p in self.events if n == name]
+
+    def first(self, name: str, sid: str, **match: Any) -> float:
+        """When the first `name` signal about `sid` (with `match` in its payload) arrived."""
+        with self.lock:
+            for t, n, p in self.events:
+                if n == name and p.get("id") == sid and all(p.get(k) == v for k, v in match.items()):
+                    return t
+        raise AssertionError(f"no {name} for {sid!r} {match or ''}")
+
+
 __all__ = [
     "HTTP_SERVER",
+    "Recorder",
+    "hup_counter_code",
+    "hups",
     "fill_backlog",
     "kill_marked_after_grace",
     "marked_processes",

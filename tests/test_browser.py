@@ -1,4 +1,5 @@
-"""The dashboard page in headless Chromium: log in, start a server by clicking, watch it run, stop it."""
+"""The dashboard page in headless Chromium: log in, start a server by clicking, watch it run, stop it;
+start and stop a group with its own buttons; reload a server."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 WORKER = (
-    "import time\n"
+    "import signal, time\n"
+    "signal.signal(signal.SIGHUP, lambda *_: print('worker: config reloaded', flush=True))\n"
     "print('worker: connected to queue', flush=True)\n"
     "n = 0\n"
     "while True:\n"
@@ -41,6 +43,7 @@ WORKER = (
     "    print(f'worker: job {n} done in 12 ms', flush=True)\n"
     "    time.sleep(0.5)\n"
 )
+MIGRATE = "print('migrate: 3 migrations applied', flush=True)\n"
 
 
 @pytest.fixture
@@ -48,12 +51,15 @@ def site(tmp_path):
     orch = ServerOrchestrator(tmp_path / "state.json", interval=0.5, log_dir=tmp_path / "logs")
     web_port, api_port = free_port(), free_port()
     orch.register_servers({
+        "migrate": {"name": "Migrations", "command": python_cmd(MIGRATE), "kind": "job",
+                    "group": "app", "color": "#8e4ec6"},
         "web": {"name": "Web frontend", "command": python_cmd(listener_code(web_port)),
-                "ports": [web_port], "color": "#3e63dd", "stop_timeout": 2},
+                "ports": [web_port], "color": "#3e63dd", "stop_timeout": 2, "group": "app"},
         "api": {"name": "API server", "command": python_cmd(listener_code(api_port)),
-                "ports": [api_port], "color": "#12a594", "stop_timeout": 2},
+                "ports": [api_port], "color": "#12a594", "stop_timeout": 2, "group": "app",
+                "depends_on": {"migrate": "completed_successfully", "web": "healthy"}},
         "worker": {"name": "Job worker", "command": python_cmd(WORKER), "color": "#e5484d",
-                   "stop_timeout": 2, "autorestart": "on-failure"},
+                   "stop_timeout": 2, "autorestart": "on-failure", "reload_signal": "SIGHUP"},
     })
     app = Flask("browser")
     app.config.update(PROCSYNC_AUTH_TOKEN=TOKEN, PROCSYNC_EVENTS_HEARTBEAT=1.0)
@@ -91,17 +97,22 @@ def state_of(driver, server_id: str) -> str:
         By.CSS_SELECTOR, f'tr.server[data-id="{server_id}"] [data-role="state"]').text
 
 
+def log_in(driver, wait) -> None:
+    """Give the token and wait for the four rows and the live stream."""
+    token_input = wait.until(ec.visibility_of_element_located((By.ID, "token")))
+    token_input.send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.server")) == 4)
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+
+
 def test_dashboard_starts_and_stops_a_server_live(site, browser):
     orch, url = site
     wait = WebDriverWait(browser, 30)  # generous: CI machines can be busy
     browser.get(url)
 
     # The shell holds no data: it asks for the token once, then reads the API with it.
-    token_input = wait.until(ec.visibility_of_element_located((By.ID, "token")))
-    token_input.send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.server")) == 3)
-    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+    log_in(browser, wait)
     assert state_of(browser, "web") == "stopped"
     assert TOKEN not in browser.current_url
     marker = browser.execute_script("window.__noReload = 1; return window.__noReload;")
@@ -114,6 +125,7 @@ def test_dashboard_starts_and_stops_a_server_live(site, browser):
     browser.find_element(By.CSS_SELECTOR, 'tr.server[data-id="worker"] button[data-action="start"]').click()
     browser.find_element(By.CSS_SELECTOR, 'tr.server[data-id="api"] button[data-action="start"]').click()
     wait.until(lambda d: state_of(d, "worker") == "running" and state_of(d, "api") == "running")
+    wait.until(lambda d: state_of(d, "migrate") == "completed")  # api waited for it
     assert browser.execute_script("return window.__noReload;") == 1
 
     # The log panel follows the selected server live; its history is listed.
@@ -139,3 +151,67 @@ def test_dashboard_starts_and_stops_a_server_live(site, browser):
     assert not orch.get_server("web").running
     assert browser.execute_script("return window.__noReload;") == 1
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_dashboard_groups_servers_and_starts_a_group(site, browser):
+    orch, url = site
+    wait = WebDriverWait(browser, 30)
+    browser.get(url)
+    log_in(browser, wait)
+
+    # One section per group, in the order of its first server, then the servers in no group.
+    sections = browser.find_elements(By.CSS_SELECTOR, "#servers tbody")
+    assert [s.get_attribute("data-group") for s in sections] == ["app", ""]
+    app = sections[0]
+    assert [r.get_attribute("data-id") for r in app.find_elements(By.CSS_SELECTOR, "tr.server")] == [
+        "migrate", "web", "api"]
+    assert app.find_element(By.CSS_SELECTOR, "tr.group-head .group-name").text == "app"
+    buttons = {b.get_attribute("data-group-action"): b
+               for b in app.find_elements(By.CSS_SELECTOR, "tr.group-head button")}
+    assert sorted(buttons) == ["restart", "start", "stop"]
+    assert buttons["start"].is_enabled() and not buttons["stop"].is_enabled()
+    ungrouped = sections[1]
+    assert ungrouped.find_element(By.CSS_SELECTOR, "tr.group-head").is_displayed()
+    assert not ungrouped.find_elements(By.CSS_SELECTOR, "tr.group-head button")
+    assert [r.get_attribute("data-id") for r in ungrouped.find_elements(By.CSS_SELECTOR, "tr.server")] == [
+        "worker"]
+
+    # What a row says about jobs and dependencies; Reload only where a reload_signal is set.
+    row = 'tr.server[data-id="{}"] '.format
+    assert browser.find_element(By.CSS_SELECTOR, row("migrate") + '[data-role="kind"]').is_displayed()
+    assert not browser.find_element(By.CSS_SELECTOR, row("web") + '[data-role="kind"]').is_displayed()
+    assert "depends on: migrate (completed_successfully), web (healthy)" in browser.find_element(
+        By.CSS_SELECTOR, row("api") + ".sub").text
+    assert not browser.find_element(By.CSS_SELECTOR, row("web") + '[data-action="reload"]').is_displayed()
+    reload_button = browser.find_element(By.CSS_SELECTOR, row("worker") + '[data-action="reload"]')
+    assert reload_button.is_displayed() and not reload_button.is_enabled()  # not running yet
+
+    # The group's Start starts its servers in dependency order.
+    buttons["start"].click()
+    wait.until(lambda d: state_of(d, "web") == "running" and state_of(d, "api") == "running")
+    wait.until(lambda d: state_of(d, "migrate") == "completed")
+    assert orch.get_server("web").running and orch.get_server("api").running
+    assert orch.get_server("migrate").status == "completed"
+    wait.until(lambda d: "exit code 0" in d.find_element(By.CSS_SELECTOR, row("migrate") + ".sub").text)
+    assert not orch.get_server("worker").running  # not in the group
+    wait.until(lambda d: "app: start done" in d.find_element(By.ID, "toasts").text)
+    wait.until(lambda d: d.find_element(
+        By.CSS_SELECTOR, 'tbody[data-group="app"] .group-count').text == "3 servers · 2 running")
+    wait.until(lambda d: d.find_element(
+        By.CSS_SELECTOR, 'tbody[data-group="app"] button[data-group-action="stop"]').is_enabled())
+
+    # Reload: the worker gets its SIGHUP and keeps its pid.
+    browser.find_element(By.CSS_SELECTOR, row("worker") + '[data-action="start"]').click()
+    wait.until(lambda d: state_of(d, "worker") == "running")
+    pid = orch.get_server("worker").pid
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, row("worker") + '[data-action="reload"]').is_enabled())
+    browser.find_element(By.CSS_SELECTOR, row("worker") + '[data-action="reload"]').click()
+    wait.until(lambda d: "reload done" in d.find_element(By.ID, "toasts").text)
+    wait.until(lambda d: any("config reloaded" in line for line in orch.tail_log("worker", 50)))
+    assert orch.get_server("worker").pid == pid
+
+    # The group's Stop stops them all.
+    browser.find_element(By.CSS_SELECTOR, 'tbody[data-group="app"] button[data-group-action="stop"]').click()
+    wait.until(lambda d: state_of(d, "web") == "stopped" and state_of(d, "api") == "stopped")
+    assert not orch.get_server("web").running and not orch.get_server("api").running
+    assert orch.get_server("worker").running

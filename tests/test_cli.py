@@ -483,9 +483,9 @@ def test_check_prints_what_would_run(tmp_path):
     result = run("check", "-c", str(EXAMPLES / "demo.toml"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "(toml, 3 servers)" in out
+    assert "(toml, 4 servers)" in out
     assert "dashboard   http://127.0.0.1:8420/procsync/" in out
-    for sid in ("web", "ticker", "crasher"):
+    for sid in ("migrate", "web", "ticker", "crasher"):
         assert f"[{sid}] autostart" in out
     assert "health       http http://127.0.0.1:8431/" in out
     assert "autorestart  on-failure (max 5, backoff 1s..8s)" in out

@@ -21,13 +21,18 @@ from procsync.orchestrator.lifecycle import (
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ANY = STATES
-IDLE = ("stopped", "exited", "crashed", "fatal")
+IDLE = ("stopped", "exited", "crashed", "fatal", "completed", "skipped")
 UP = ("starting", "running")
 BACK = "<back>"  # to the state before the start or the stop
 
 # The lifecycle as the docs promise it: event -> (from which states, to which state).
 EXPECTED: dict[str, tuple[tuple[str, ...], str]] = {
     "start": ((*IDLE, "backoff"), "starting"),
+    "wait": ((*IDLE, "backoff"), "waiting"),
+    "deps_met": (("waiting",), "starting"),
+    "skip": (("waiting",), "skipped"),
+    "cancel_wait": (("waiting",), "stopped"),
+    "job_done": (UP, "completed"),
     "ready": (("starting",), "running"),
     "not_ready": (("starting",), "running"),
     "start_refused": (("starting",), BACK),
@@ -48,8 +53,8 @@ EXPECTED: dict[str, tuple[tuple[str, ...], str]] = {
 
 def test_the_events_are_the_documented_ones():
     assert set(EVENTS) == set(EXPECTED)
-    assert STATES == ("stopped", "starting", "running", "stopping", "backoff", "exited",
-                      "crashed", "fatal")
+    assert STATES == ("stopped", "waiting", "starting", "running", "stopping", "backoff", "exited",
+                      "crashed", "fatal", "completed", "skipped")
 
 
 @pytest.mark.parametrize("state", STATES)

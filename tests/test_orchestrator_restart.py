@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
-from helpers import free_port, is_gone, listener_code, python_cmd, wait_until
+from helpers import Recorder, free_port, is_gone, listener_code, python_cmd, wait_until
 
 from procsync import ServerOrchestrator
 from procsync.ports import listening_ports
 
 CRASH = python_cmd("import sys; print('about to crash', flush=True); sys.exit(3)")
-
-
-class Recorder:
-    """Collects signals with their arrival time (monotonic)."""
-
-    def __init__(self, orch: ServerOrchestrator, *names: str) -> None:
-        self.events: list[tuple[float, str, dict]] = []
-        self.lock = threading.Lock()
-        for name in names:
-            orch.on(name, self._receiver(name))
-
-    def _receiver(self, name):
-        def receive(sender, **payload):
-            with self.lock:
-                self.events.append((time.monotonic(), name, payload))
-        return receive
-
-    def named(self, name: str) -> list[tuple[float, dict]]:
-        with self.lock:
-            return [(t, p) for t, n, p in self.events if n == name]
 
 
 def test_backoff_delays_follow_the_formula(orch):

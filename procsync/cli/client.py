@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ..errors import ProcSyncError
 
@@ -133,6 +133,25 @@ class ApiClient:
             raise ApiFailure(error_text(data, status), status, data)
         return data
 
+    def server_action(self, server_id: str, action: str, body: dict[str, Any] | None = None,
+                      timeout: float | None = None) -> tuple[int, Any]:
+        """(status, JSON) of POST /servers/<id>/<action>: start, stop, restart, reload..."""
+        return self.call("POST", server_path(server_id, f"/{action}"), body, timeout)
+
+    def group_action(self, group: str, action: str, timeout: float | None = None,
+                     ) -> tuple[int, Any]:
+        """(status, JSON) of POST /groups/<group>/<action> (start, stop or restart).
+
+        The JSON has ``results``: server id -> ``{success, message, pid, code}``, in
+        dependency order, whether the status says success or not.
+        """
+        return self.call("POST", group_path(group, f"/{action}"), None, timeout)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Every group of the running server: name -> server ids."""
+        groups = self.get("/groups").get("groups", {})
+        return groups if isinstance(groups, dict) else {}
+
     def stream(self, path: str) -> Iterator[tuple[str, str]]:
         """(event, data) pairs of an SSE stream, until the server closes it.
 
@@ -182,6 +201,16 @@ class ApiClient:
             conn.close()
 
 
+def server_path(server_id: str, action: str = "") -> str:
+    """The API path of a server (`action`: "/start", "/logs"... or "")."""
+    return f"/servers/{quote(server_id, safe='')}{action}"
+
+
+def group_path(group: str, action: str = "") -> str:
+    """The API path of a group (`action`: "/start", "/stop" or "/restart")."""
+    return f"/groups/{quote(group, safe='')}{action}"
+
+
 def connect_host(host: str) -> str:
     """Where a client connects to reach a server bound to `host`."""
     if host in ("", "0.0.0.0", "*"):
@@ -199,4 +228,5 @@ def error_text(data: Any, status: int) -> str:
 
 
 __all__ = ["TIMEOUT_ENV", "TOKEN_ENV", "ApiClient", "ApiFailure", "AuthError", "ClientError",
-           "ServerUnreachable", "auth_token", "connect_host", "error_text", "read_timeout"]
+           "ServerUnreachable", "auth_token", "connect_host", "error_text", "group_path", "read_timeout",
+           "server_path"]

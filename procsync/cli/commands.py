@@ -11,24 +11,33 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import click
 
 from ..config import HealthCheck, LoadedConfig, ServerConfig, Settings, SpawnConfig, load_config
 from ..errors import ConfigError, ProcSyncError
 from ..redact import shown_command
-from .client import ApiClient, ClientError, auth_token, connect_host, error_text, read_timeout
+from .client import (
+    ApiClient,
+    ClientError,
+    auth_token,
+    connect_host,
+    error_text,
+    read_timeout,
+    server_path,
+)
 
 DEFAULT_CONFIG = "procsync.toml"
 ACTION_TIMEOUT = 600.0  # start waits for readiness on the server side (start_timeout)
 
 STATE_COLORS = {
     "running": "green", "starting": "yellow", "stopping": "yellow", "backoff": "yellow",
+    "waiting": "cyan", "completed": "green", "skipped": "magenta",
     "fatal": "red", "crashed": "red", "stopped": None, "exited": None,
 }
 #: Refusals that leave the server in the asked-for state: success (exit 0), like systemctl.
@@ -102,10 +111,6 @@ def make_client(config: str, url: str | None) -> ApiClient:
         raise BadConfig(f"--url: {err}") from None
 
 
-def server_path(server_id: str, action: str = "") -> str:
-    return f"/servers/{quote(server_id, safe='')}{action}"
-
-
 # -- formatting ------------------------------------------------------------------------------
 
 def fmt_uptime(seconds: float | None) -> str:
@@ -146,24 +151,40 @@ def table(headers: list[str], rows: list[list[str]], colors: list[list[str | Non
     return "\n".join(out)
 
 
+def status_note(s: dict[str, Any]) -> str:
+    """The NOTE cell: an orphan, the last problem (or why it waits, why it was skipped), a job."""
+    if s.get("orphaned"):
+        return f"port held by orphan pid {s.get('orphaned_pid')}"
+    if s.get("message") and s.get("status") not in ("running", "stopped"):
+        return str(s["message"]).splitlines()[0]
+    if s.get("kind") == "job":
+        code = s.get("last_exit_code")
+        return "job" + (f", exit code {code}" if code is not None and not s.get("running") else "")
+    return ""
+
+
 def status_table(servers: list[dict[str, Any]]) -> str:
+    """The `procsync status` table; a GROUP column when any server has a group."""
+    grouped = any(s.get("group") for s in servers)
     headers = ["ID", "STATUS", "PID", "HEALTH", "UPTIME", "PORTS", "RESTARTS", "CPU", "MEM", "NOTE"]
+    if grouped:
+        headers.insert(1, "GROUP")
     rows, colors = [], []
     for s in servers:
-        note = ""
-        if s.get("orphaned"):
-            note = f"port held by orphan pid {s.get('orphaned_pid')}"
-        elif s.get("message") and s.get("status") not in ("running", "stopped"):
-            note = str(s["message"]).splitlines()[0]
-        rows.append([
+        row = [
             str(s.get("id")), str(s.get("status")), str(s.get("pid") or "-"), str(s.get("health") or "-"),
             fmt_uptime(s.get("uptime")), ",".join(str(p) for p in s.get("ports") or []) or "-",
             str(s.get("restarts", 0)), f"{s.get('cpu_percent') or 0:.0f}%" if s.get("running") else "-",
-            fmt_bytes(s.get("memory_rss")), note,
-        ])
-        colors.append([None, STATE_COLORS.get(str(s.get("status"))), None,
-                       HEALTH_COLORS.get(str(s.get("health"))), None, None, None, None, None,
-                       "red" if s.get("orphaned") else None])
+            fmt_bytes(s.get("memory_rss")), status_note(s),
+        ]
+        color: list[str | None] = [None, STATE_COLORS.get(str(s.get("status"))), None,
+                                   HEALTH_COLORS.get(str(s.get("health"))), None, None, None, None, None,
+                                   "red" if s.get("orphaned") else None]
+        if grouped:
+            row.insert(1, str(s.get("group") or "-"))
+            color.insert(1, None)
+        rows.append(row)
+        colors.append(color)
     return table(headers, rows, colors)
 
 
@@ -225,56 +246,97 @@ def status(config: str, url: str | None, as_json: bool, ids: tuple[str, ...]) ->
         click.echo(status_table(servers))
 
 
-def _act(action: str, config: str, url: str | None, ids: tuple[str, ...], all_: bool) -> None:
+def _act(action: str, config: str, url: str | None, ids: tuple[str, ...], all_: bool,
+         group: str | None = None) -> None:
+    if group is not None and (ids or all_):
+        raise click.UsageError("give server IDs, --all or --group NAME, not more than one of them")
+    if group is None and not ids and not all_:
+        raise click.UsageError("give at least one server ID (or --all, or --group NAME)")
     client = make_client(config, url)
+    if group is not None:
+        _act_group(client, action, group)
+        return
     if all_:
         ids = tuple(s["id"] for s in client.get("/servers").get("servers", []))
-    elif not ids:
-        raise click.UsageError("give at least one server ID (or --all)")
+    _act_each(client, action, ids)
 
-    def one(server_id: str) -> tuple[bool, str]:
-        try:
-            status, data = client.call("POST", server_path(server_id, f"/{action}"), timeout=ACTION_TIMEOUT)
-        except ClientError as err:
-            if err.exit_code != 1:
-                raise
-            return False, str(err)
-        ok = status < 400 and bool(data.get("success", True))
-        if data.get("error") in IDEMPOTENT.get(action, ()):
-            ok = True  # the server is already where it was asked to go
-        message = data.get("message") or ("done" if ok else error_text(data, status))
-        tail = data.get("log_tail") or []
-        if tail:
-            message += "\n  " + "\n  ".join(tail[-10:])
-        return ok, message
 
-    with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
-        results = list(pool.map(one, ids))
+def _outcome(action: str, ok: bool, data: dict[str, Any], status: int) -> tuple[bool, str]:
+    """Whether one server's action counts as done, and the line to print for it."""
+    code = data.get("error") if "error" in data else data.get("code")
+    if code in IDEMPOTENT.get(action, ()):
+        ok = True  # the server is already where it was asked to go
+    message = data.get("message") or ("done" if ok else error_text(data, status))
+    tail = data.get("log_tail") or []
+    if tail:
+        message += "\n  " + "\n  ".join(tail[-10:])
+    return ok, message
+
+
+def _report(lines: list[tuple[str, bool, str]]) -> None:
+    """One line per server (failures on stderr); exit 1 if any failed."""
     failed = 0
-    for server_id, (ok, message) in zip(ids, results, strict=True):
+    for server_id, ok, message in lines:
         click.echo(f"{server_id}: {message}", err=not ok)
         failed += not ok
     if failed:
         sys.exit(1)
 
 
+def _act_each(client: ApiClient, action: str, ids: tuple[str, ...]) -> None:
+    """POST /servers/<id>/<action> for every id, in parallel."""
+
+    def one(server_id: str) -> tuple[bool, str]:
+        try:
+            status, data = client.server_action(server_id, action, timeout=ACTION_TIMEOUT)
+        except ClientError as err:
+            if err.exit_code != 1:
+                raise
+            return False, str(err)
+        data = data if isinstance(data, dict) else {}
+        return _outcome(action, status < 400 and bool(data.get("success", True)), data, status)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
+        results = list(pool.map(one, ids))
+    _report([(sid, ok, message) for sid, (ok, message) in zip(ids, results, strict=True)])
+
+
+def _act_group(client: ApiClient, action: str, group: str) -> None:
+    """POST /groups/<group>/<action>: one line per server of the group, in dependency order."""
+    status, data = client.group_action(group, action, timeout=ACTION_TIMEOUT)
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, dict):  # unknown group, or a procsync without groups
+        raise Failed(error_text(data, status))
+    lines = []
+    for server_id, result in results.items():
+        result = result if isinstance(result, dict) else {}
+        ok, message = _outcome(action, bool(result.get("success")), result, status)
+        lines.append((str(server_id), ok, message))
+    _report(lines)
+
+
 def _action_command(action: str, doc: str) -> click.Command:
-    """`procsync start|stop|restart ID... | --all`."""
+    """`procsync start|stop|restart ID... | --all | --group NAME`."""
 
     @click.command(name=action, help=doc)
     @config_option
     @url_option
     @click.option("--all", "all_", is_flag=True, help="Every registered server.")
+    @click.option("--group", "-g", metavar="NAME",
+                  help="Every server of group NAME, in dependency order.")
     @click.argument("ids", nargs=-1)
-    def command(config: str, url: str | None, all_: bool, ids: tuple[str, ...]) -> None:
-        _act(action, config, url, ids, all_)
+    def command(config: str, url: str | None, all_: bool, group: str | None,
+                ids: tuple[str, ...]) -> None:
+        _act(action, config, url, ids, all_, group)
 
     return command
 
 
-start = _action_command("start", "Start servers by ID; waits until each is ready.")
-stop = _action_command("stop", "Stop servers by ID (stop signal to the group, then SIGKILL).")
-restart = _action_command("restart", "Restart servers by ID.")
+start = _action_command("start", "Start servers by ID (after what they depend on); waits until "
+                                 "each is ready. Exit 1 if any failed.")
+stop = _action_command("stop", "Stop servers by ID (stop signal to the group, then SIGKILL). "
+                               "Exit 1 if any failed.")
+restart = _action_command("restart", "Restart servers by ID. Exit 1 if any failed.")
 
 
 @click.command()
@@ -358,13 +420,20 @@ def kill_orphan(config: str, url: str | None, server_id: str, pid: int) -> None:
 @click.command()
 @config_option
 @url_option
-def reload(config: str, url: str | None) -> None:
-    """Re-read the config in the running serve.
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+def reload(config: str, url: str | None, ids: tuple[str, ...]) -> None:
+    """Re-read the config in the running serve, or reload servers by ID.
 
-    Applies only the differences: new servers are added (and started if autostart),
-    removed ones stopped, changed running ones restarted.
+    Without ID: applies only the differences: new servers are added (and started if
+    autostart), removed ones stopped, changed running ones restarted.
+
+    With IDs: sends each server its reload_signal (for example SIGHUP) instead of
+    restarting it; the process keeps its pid. Exit 1 if any failed.
     """
     client = make_client(config, url)
+    if ids:
+        _act_each(client, "reload", ids)
+        return
     status, data = client.call("POST", "/reload", timeout=ACTION_TIMEOUT)
     if status == 400 and data.get("error") == "bad_config":
         raise BadConfig(error_text(data, status))
@@ -414,6 +483,36 @@ def runtime_warnings(server_id: str, config: ServerConfig) -> list[str]:
     return problems
 
 
+def policy_rows(c: ServerConfig) -> list[list[str]]:
+    """`check` lines for the start-order and policy fields a server sets (none when default)."""
+    rows = []
+    codes = tuple(c.success_exit_codes)
+    if c.kind != "server":
+        rows.append(["kind", f"{c.kind} (success: exit {', '.join(map(str, codes))})"])
+    elif codes != (0,):
+        rows.append(["success", "exit " + ", ".join(map(str, codes))])
+    if c.group:
+        rows.append(["group", c.group])
+    deps = c.depends_on or {}  # normalised to id -> condition; a list means "started"
+    pairs = deps.items() if isinstance(deps, Mapping) else ((dep, "started") for dep in deps)
+    described = ", ".join(f"{dep} ({cond})" for dep, cond in pairs)
+    if described:
+        rows.append(["depends_on", described])
+    if c.restart_dependents:
+        rows.append(["dependents", "restarted after it restarts"])
+    if c.ready_log_line:
+        rows.append(["ready when", f"a log line matches {c.ready_log_line!r}"])
+    if c.memory_limit:
+        rows.append(["memory", f"limit {fmt_bytes(int(c.memory_limit))}, then {c.memory_action}"])
+    if c.restart_schedule:
+        rows.append(["schedule", f"restart {c.restart_schedule}"])
+    if c.reload_signal:
+        rows.append(["reload", f"sends {c.reload_signal}"])
+    if c.env_file:
+        rows.append(["env_file", c.env_file])
+    return rows
+
+
 @click.command()
 @config_option
 def check(config: str) -> None:
@@ -446,6 +545,7 @@ def check(config: str) -> None:
                 ["autorestart", restart]]
         if c.env:
             rows.append(["env", ", ".join(sorted(c.env))])
+        rows += policy_rows(c)
         if c.name and c.name != server_id:
             rows.insert(0, ["name", c.name])
         for key, value in rows:

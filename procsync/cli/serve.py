@@ -27,7 +27,6 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,13 @@ EVENT_LINES = {
     "process_died": lambda p: f"died (pid {p.get('pid')}"
                               + (f", exit code {p['exit_code']})" if p.get("exit_code") is not None else ")"),
     "orphan_killed": lambda p: f"killed orphan pid {p.get('pid')}",
+    "server_skipped": lambda p: f"skipped: {p.get('reason') or 'a dependency failed'}",
+    "server_reloaded": lambda p: f"reloaded ({p.get('signal')} to pid {p.get('pid')})",
+    "memory_limit_exceeded": lambda p: f"memory {p.get('rss')} bytes over its limit of "
+                                       f"{p.get('limit')} bytes: {p.get('action')}",
 }
+#: Events printed on stderr: something went wrong.
+ERROR_EVENTS = ("server_fatal", "process_died", "server_skipped", "memory_limit_exceeded")
 
 
 #: The flag that lets `serve` listen on a non-loopback address without a token.
@@ -235,8 +240,8 @@ def run_serve(loaded: LoadedConfig, *, host: str | None = None, port: int | None
         changes = orchestrator.apply(fresh.registry)
         added = [sid for sid, change in changes.items()
                  if change == "added" and fresh.registry[sid].autostart]
-        for sid in added:
-            orchestrator.start_server(sid, wait=False)
+        if added:
+            orchestrator.start_servers(added, wait=False)
         return changes
 
     try:
@@ -321,9 +326,9 @@ def _autostart(orchestrator: Any, loaded: LoadedConfig) -> None:
     ids = [sid for sid, config in loaded.registry.items() if config.autostart]
     if not ids:
         return
-    with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
-        results = list(pool.map(lambda sid: orchestrator.start_server(sid, wait=True), ids))
-    for sid, result in zip(ids, results, strict=True):
+    answers = orchestrator.start_servers(ids)  # one plan: in dependency order, the rest together
+    for sid in ids:
+        result = answers[sid]
         if not result.success and getattr(result, "code", None) != "already_running":
             click.echo(f"{sid}: start failed: {result.message}", err=True)
         elif getattr(result, "code", None) == "already_running":
@@ -344,7 +349,7 @@ class _EventPrinter:
             if self.quiet:
                 return
             line = f"{payload.get('id')}: {describe(payload)}"
-            click.echo(line, err=name in ("server_fatal", "process_died"))
+            click.echo(line, err=name in ERROR_EVENTS)
 
         self.receivers[name] = receive
         return receive

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
+from .dotenv import DotenvError, parse_dotenv_text
 from .files import ConfigFileError, LoadedConfig, Settings, read_text
 from .records import ServerConfig, check_id
 
@@ -21,31 +22,16 @@ BASE_PORT = 5000
 PORT_STEP = 100
 
 _LINE = re.compile(r"^([A-Za-z0-9_.-]+)\s*:\s*(.*)$")
-_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 
 
 def parse_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
     """KEY=VALUE lines ('export ', quotes and # comments allowed); {} when the file is missing."""
     if not Path(path).exists():
         return {}
-    values: dict[str, str] = {}
-    for number, raw in enumerate(read_text(path).splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _ENV_LINE.match(line)
-        if match is None:
-            raise ConfigFileError(path, None, None, f"cannot parse {raw!r} (expected KEY=VALUE)", number)
-        key, value = match.group(1), match.group(2).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            quote, value = value[0], value[1:-1]
-            if quote == '"':
-                value = (value.replace("\\n", "\n").replace("\\t", "\t")
-                         .replace('\\"', '"').replace("\\\\", "\\"))
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
-    return values
+    try:
+        return parse_dotenv_text(read_text(path))
+    except DotenvError as err:
+        raise ConfigFileError(path, None, None, err.problem, err.line) from None
 
 
 def load_procfile(path: str | os.PathLike[str]) -> LoadedConfig:

@@ -21,8 +21,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from .dotenv import DotenvError, read_dotenv
+from .schedule import parse_schedule
+from .units import parse_size
 
 AUTORESTART_POLICIES = ("no", "on-failure", "always")
+#: What a server waits for in a dependency (`depends_on`), as process-compose names them.
+CONDITIONS = ("started", "healthy", "completed", "completed_successfully", "log_ready")
+KINDS = ("server", "job")
+MEMORY_ACTIONS = ("restart", "stop", "alert")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MiB = 1024 * 1024
 #: Longest duration any seconds field accepts (a year): longer ones overflow timers and dates.
@@ -359,6 +366,17 @@ class ServerConfig:
     log_file: str | None = None
     log_max_bytes: int = 10 * MiB
     log_backups: int = 5
+    kind: str = "server"  # "job": meant to finish; never restarted after a success
+    depends_on: Mapping[str, str] | Sequence[str] | None = None  # id -> condition
+    restart_dependents: bool = False  # restarting this restarts what depends on it
+    group: str | None = None
+    ready_log_line: str | None = None  # a regular expression: ready when a log line matches
+    memory_limit: int | str | None = None  # bytes (or "512MB"), the whole tree's RSS
+    memory_action: str = "restart"  # restart | stop | alert
+    restart_schedule: str | None = None  # "03:00", "every 6h" or a five-field cron line
+    reload_signal: str | None = None  # sent by reload_server() instead of a restart
+    success_exit_codes: tuple[int, ...] | list[int] = (0,)
+    env_file: str | None = None  # a .env file merged under `env`, read at each start
 
     def __post_init__(self) -> None:
         self._normalise(self.name or "?")
@@ -399,6 +417,45 @@ class ServerConfig:
         put(self, "health", health)
         put(self, "log_file", _check_path(sid, "log_file", self.log_file))
         _check_log_rotation(sid, self.log_max_bytes, self.log_backups)
+        self._normalise_policies(sid)
+
+    def _normalise_policies(self, sid: str) -> None:
+        put = object.__setattr__
+        if self.kind not in KINDS:
+            raise ConfigError(sid, "kind", f"{_repr(self.kind)} is not one of {', '.join(KINDS)}")
+        put(self, "depends_on", _check_depends_on(sid, self.depends_on))
+        if not isinstance(self.restart_dependents, bool):
+            raise ConfigError(sid, "restart_dependents",
+                              f"must be true or false, not {_repr(self.restart_dependents)}")
+        if self.group is not None and (not isinstance(self.group, str)
+                                       or not ID_PATTERN.fullmatch(self.group)):
+            raise ConfigError(sid, "group", f"{_repr(self.group)} is not a group name "
+                              "(1-64 letters, digits, '-', '_' or '.')")
+        if self.ready_log_line is not None:
+            if not isinstance(self.ready_log_line, str) or not self.ready_log_line:
+                raise ConfigError(sid, "ready_log_line",
+                                  f"must be a regular expression, not {_repr(self.ready_log_line)}")
+            try:
+                re.compile(self.ready_log_line)
+            except re.error as err:
+                raise ConfigError(sid, "ready_log_line", f"is not a valid regular expression: {err}") from None
+        if self.memory_limit is not None:
+            try:
+                put(self, "memory_limit", parse_size(self.memory_limit))
+            except ValueError as err:
+                raise ConfigError(sid, "memory_limit", str(err)) from None
+        if self.memory_action not in MEMORY_ACTIONS:
+            raise ConfigError(sid, "memory_action",
+                              f"{_repr(self.memory_action)} is not one of {', '.join(MEMORY_ACTIONS)}")
+        if self.restart_schedule is not None:
+            try:
+                parse_schedule(self.restart_schedule)
+            except ValueError as err:
+                raise ConfigError(sid, "restart_schedule", str(err)) from None
+        if self.reload_signal is not None:
+            put(self, "reload_signal", signal_name(self.reload_signal, sid, "reload_signal"))
+        put(self, "success_exit_codes", _check_exit_codes(sid, self.success_exit_codes))
+        put(self, "env_file", _check_path(sid, "env_file", self.env_file))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], server_id: str | None = None) -> ServerConfig:
@@ -437,14 +494,40 @@ class ServerConfig:
         if self.cwd is not None and not Path(self.cwd).is_dir():
             raise ConfigError(server_id, "cwd", f"directory {self.cwd!r} does not exist")
 
+    def env_file_path(self) -> str | None:
+        """Where `env_file` is: a relative path is taken from `cwd` (or the current directory)."""
+        if self.env_file is None:
+            return None
+        return os.path.join(self.cwd or os.getcwd(), self.env_file)
+
+    def read_env_file(self, server_id: str) -> dict[str, str]:
+        """The variables of `env_file` now ({} without one); ConfigError names the file's problem."""
+        path = self.env_file_path()
+        if path is None:
+            return {}
+        try:
+            values = read_dotenv(path)
+        except DotenvError as err:
+            raise ConfigError(server_id, "env_file", f"{path}: {err}") from None
+        except OSError as err:
+            raise ConfigError(server_id, "env_file", f"cannot read {path}: {err.strerror or err}") from None
+        checked = _check_env(server_id, values)
+        return checked or {}
+
     def to_spawn(self, server_id: str, log_file: str | None = None,
                  extra_env: Mapping[str, str] | None = None) -> SpawnConfig:
-        """The SpawnConfig for running this server under `server_id` (`extra_env` over `env`)."""
+        """The SpawnConfig for running this server under `server_id`.
+
+        The environment is `env_file` (read now), then `env` over it, then `extra_env`.
+        """
+        env = self.env
+        if self.env_file is not None or extra_env:
+            env = {**self.read_env_file(server_id), **(self.env or {}), **(extra_env or {})}
         return SpawnConfig(
             id=server_id,
             command=self.command,
             cwd=self.cwd,
-            env={**(self.env or {}), **extra_env} if extra_env else self.env,
+            env=env,
             shell=self.shell,
             ports=tuple(self.ports),
             log_file=self.log_file or log_file,
@@ -462,6 +545,8 @@ class ServerConfig:
             default = f.default if f.default is not dataclasses.MISSING else None
             if f.name != "command" and value == default:
                 continue
+            if f.name == "success_exit_codes" and tuple(value) == (0,):
+                continue
             if isinstance(value, HealthCheck):
                 value = value.to_dict()
             elif isinstance(value, tuple):
@@ -470,6 +555,42 @@ class ServerConfig:
                 value = dict(value)
             out[f.name] = value
         return out
+
+
+def _check_depends_on(sid: str, value: Any) -> dict[str, str] | None:
+    """`depends_on` as id -> condition; a list of ids means "started" for each."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Mapping | Sequence):
+        raise ConfigError(sid, "depends_on", "must be a list of server ids or a table of "
+                          f"id = condition, not {_repr(value)}")
+    pairs = value.items() if isinstance(value, Mapping) else ((dep, "started") for dep in value)
+    out: dict[str, str] = {}
+    for dep, condition in pairs:
+        if not isinstance(dep, str) or not ID_PATTERN.fullmatch(dep):
+            raise ConfigError(sid, "depends_on", f"{_repr(dep)} is not a server id")
+        if dep in out:
+            raise ConfigError(sid, "depends_on", f"names {dep!r} twice")
+        if dep == sid:
+            raise ConfigError(sid, "depends_on", f"{sid!r} cannot depend on itself")
+        if condition not in CONDITIONS:
+            raise ConfigError(sid, f"depends_on.{dep}",
+                              f"{_repr(condition)} is not one of {', '.join(CONDITIONS)}")
+        out[dep] = condition
+    return out or None
+
+
+def _check_exit_codes(sid: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(sid, "success_exit_codes", f"must be a list of exit codes, not {_repr(value)}")
+    codes = []
+    for code in value:
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
+            raise ConfigError(sid, "success_exit_codes", f"{_repr(code)} is not an exit code (0..255)")
+        codes.append(code)
+    return tuple(dict.fromkeys(codes))
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -492,6 +613,9 @@ def as_server_config(server_id: str, config: ServerConfig | Mapping[str, Any]) -
 
 __all__ = [
     "AUTORESTART_POLICIES",
+    "CONDITIONS",
+    "KINDS",
+    "MEMORY_ACTIONS",
     "HealthCheck",
     "ID_PATTERN",
     "MAX_LOG_BACKUPS",

@@ -26,6 +26,7 @@ from .files import (
     settings_fields,
     url_prefix_problem,
 )
+from .graph import check_graph
 from .records import MAX_SECONDS, ServerConfig, check_id, check_url, did_you_mean, text_problem
 
 SETTINGS_KEYS = ("state_file", "log_dir", "interval", "host", "port", "auth_token", "url_prefix", "webhooks")
@@ -132,6 +133,10 @@ class _TomlReader:
         if not isinstance(servers, dict):
             raise self.error(None, "servers", "must be a table of [servers.<id>] tables")
         registry = {sid: self.read_server(sid, table) for sid, table in servers.items()}
+        try:
+            check_graph(registry)
+        except ConfigError as err:
+            raise self.error(f"servers.{err.server_id}", err.field, err.problem) from None
         return LoadedConfig(Path(self.path), settings, registry, "toml")
 
     def path_value(self, table: str, key: str, value: Any) -> str:
@@ -272,7 +277,7 @@ class _TomlReader:
                 self.expand(name, "health.command", command) if isinstance(command, str)
                 else [self.expand(name, "health.command", c) if isinstance(c, str) else c for c in command]
             )}
-        for key in ("cwd", "log_file"):
+        for key in ("cwd", "log_file", "env_file"):
             if isinstance(values.get(key), str) and values[key].strip():
                 values[key] = str(self.folder / Path(values[key]).expanduser())
         values.setdefault("cwd", str(self.folder))  # a config file runs its servers beside it

@@ -13,7 +13,9 @@ from typing import Any
 from ..config import AUTORESTART_POLICIES
 from ..version import __version__
 
-STATUSES = ["stopped", "starting", "running", "stopping", "backoff", "fatal", "exited", "crashed"]
+STATUSES = ["stopped", "waiting", "starting", "running", "stopping", "backoff", "fatal", "exited",
+            "crashed", "completed", "skipped"]
+CONDITIONS = ["started", "healthy", "completed", "completed_successfully", "log_ready"]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -49,6 +51,8 @@ SCHEMAS: dict[str, Any] = {
             "success": {"const": False},
             "pid": _nullable("integer"),
             "log_tail": {"type": "array", "items": {"type": "string"}},
+            "group": {"type": "string"},
+            "results": {"type": "object", "additionalProperties": _ref("GroupMemberResult")},
         },
     },
     "Event": {
@@ -65,7 +69,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "name", "color", "command", "cwd", "ports", "status", "running", "pid",
                      "health", "uptime", "restarts", "last_exit_code", "cpu_percent",
-                     "memory_rss", "orphaned", "orphaned_pid", "log_file"],
+                     "memory_rss", "orphaned", "orphaned_pid", "log_file", "kind", "group",
+                     "depends_on", "reload_signal"],
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
@@ -89,6 +94,11 @@ SCHEMAS: dict[str, Any] = {
             "autorestart": {"enum": list(AUTORESTART_POLICIES)},
             "message": _nullable("string"),
             "env_keys": {"type": "array", "items": {"type": "string"}},
+            "kind": {"enum": ["server", "job"]},
+            "group": _nullable("string"),
+            "depends_on": {"type": "object", "description": "dependency id -> condition",
+                           "additionalProperties": {"enum": CONDITIONS}},
+            "reload_signal": _nullable("string"),
         },
     },
     "Instance": {
@@ -111,6 +121,28 @@ SCHEMAS: dict[str, Any] = {
         "required": ["success", "message", "pid"],
         "properties": {"success": {"const": True}, "message": {"type": "string"},
                        "pid": _nullable("integer")},
+    },
+    "GroupMemberResult": {
+        "type": "object",
+        "required": ["success", "message", "pid", "code"],
+        "properties": {"success": {"type": "boolean"}, "message": {"type": "string"},
+                       "pid": _nullable("integer"), "code": _nullable("string")},
+    },
+    "GroupResult": {
+        "type": "object",
+        "required": ["success", "group", "results"],
+        "properties": {"success": {"const": True}, "group": {"type": "string"},
+                       "results": {"type": "object",
+                                   "description": "server id -> its result, in dependency order",
+                                   "additionalProperties": _ref("GroupMemberResult")}},
+    },
+    "GroupList": {
+        "type": "object",
+        "required": ["groups"],
+        "properties": {"groups": {"type": "object",
+                                  "description": "group name -> its server ids",
+                                  "additionalProperties": {"type": "array",
+                                                           "items": {"type": "string"}}}},
     },
     "KillResult": {
         "type": "object",
@@ -169,23 +201,24 @@ def _query_int(name: str, low: int, high: int, default: int, what: str) -> dict[
             "schema": {"type": "integer", "minimum": low, "maximum": high, "default": default}}
 
 
-def _common_errors(*, unknown: bool = False, body: bool = False) -> dict[str, Any]:
+def _common_errors(*, unknown: bool = False, body: bool = False, what: str = "server id",
+                   ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if body:
         out["400"] = _error("bad_json, bad_field or bad_content_type")
     out["401"] = _error("token configured and missing or wrong")
     out["403"] = _error("refused: forbidden, cross_origin, bad_host, remote_refused")
     if unknown:
-        out["404"] = _error("unknown server id")
+        out["404"] = _error(f"unknown {what}")
     return out
 
 
-def _server_id(ids: list[str]) -> dict[str, Any]:
+def _examples(name: str, description: str, values: list[str]) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
-    if ids:
-        schema["examples"] = ids  # the registered ids (clients and fuzzers start there)
-    return {"name": "server_id", "in": "path", "required": True,
-            "description": "a registered server id", "schema": schema}
+    if values:
+        schema["examples"] = values  # the registered names (clients and fuzzers start there)
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema}
 
 
 def _body(schema: str, required: bool) -> dict[str, Any]:
@@ -193,13 +226,14 @@ def _body(schema: str, required: bool) -> dict[str, Any]:
 
 
 def _action(summary: str, body: dict[str, Any], server_id: dict[str, Any], *,
-            conflicts: bool = True, server_error: bool = False) -> dict[str, Any]:
+            starts: bool = False) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": _json(_ref("ActionResult"), "done"),
                                  **_common_errors(unknown=True, body=True)}
-    if conflicts:
-        responses["409"] = _error("already_running, already_stopped, port_in_use, "
-                                  "start_cancelled")
-    responses["500"] = _error("start_failed, start_timeout, stop_failed" if server_error
+    responses["409"] = _error("already_running, already_stopped, port_in_use, start_cancelled")
+    if starts:
+        responses["424"] = _error("dependency_failed: a dependency can no longer meet its "
+                                  "condition; the server is skipped")
+    responses["500"] = _error("start_failed, start_timeout, stop_failed" if starts
                               else "stop_failed")
     return {
         "summary": summary,
@@ -209,8 +243,26 @@ def _action(summary: str, body: dict[str, Any], server_id: dict[str, Any], *,
     }
 
 
-def _paths(ids: list[str], token: bool) -> dict[str, Any]:
-    server_id = _server_id(ids)
+def _group_action(summary: str, body: dict[str, Any], group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [group],
+        "requestBody": body,
+        "responses": {
+            "200": _json(_ref("GroupResult"), "every server's action succeeded"),
+            **_common_errors(unknown=True, body=True, what="group"),
+            "409": _error("a server's action was refused (already_running, already_stopped, "
+                          "port_in_use, start_cancelled); `results` has every server's"),
+            "424": _error("dependency_failed: a server was skipped; `results` has every server's"),
+            "500": _error("start_failed, start_timeout, stop_failed; `results` has every "
+                          "server's"),
+        },
+    }
+
+
+def _paths(ids: list[str], groups: list[str], token: bool) -> dict[str, Any]:
+    server_id = _examples("server_id", "a registered server id", ids)
+    group = _examples("group", "a group name (`group` of at least one server)", groups)
     # Without a token, a POST needs Content-Type: application/json (the CSRF guard), so a
     # body (`{}` will do) is required; with a token, no body is fine.
     empty = _body("EmptyBody", required=not token)
@@ -228,11 +280,20 @@ def _paths(ids: list[str], token: bool) -> dict[str, Any]:
             "responses": {"200": _json(_ref("ServerStatus"), "the status"),
                           **_common_errors(unknown=True)}}},
         "/servers/{server_id}/start": {"post": _action(
-            "start a server (waits for readiness unless wait is false)",
-            _body("StartBody", required=not token), server_id, server_error=True)},
+            "start a server after its dependencies (waits for readiness unless wait is false)",
+            _body("StartBody", required=not token), server_id, starts=True)},
         "/servers/{server_id}/stop": {"post": _action("stop a server", empty, server_id)},
         "/servers/{server_id}/restart": {"post": _action(
-            "stop then start a server", empty, server_id, server_error=True)},
+            "stop then start a server", empty, server_id, starts=True)},
+        "/servers/{server_id}/reload": {"post": {
+            "summary": "send the server its reload_signal (it keeps running, same pid)",
+            "parameters": [server_id],
+            "requestBody": empty,
+            "responses": {"200": _json(_ref("ActionResult"), "signal sent"),
+                          **_common_errors(unknown=True, body=True),
+                          "409": _error("already_stopped (not running), not_supported (no "
+                                        "reload_signal configured)"),
+                          "500": _error("the signal could not be sent")}}},
         "/servers/{server_id}/kill-orphan": {"post": {
             "summary": "kill the untracked process holding this server's port",
             "parameters": [server_id],
@@ -255,6 +316,15 @@ def _paths(ids: list[str], token: bool) -> dict[str, Any]:
             "parameters": [server_id, _query_int("limit", 1, 1000, 50, "how many entries")],
             "responses": {"200": _json(_ref("History"), "the history"),
                           **_common_errors(unknown=True, body=True)}}},
+        "/groups": {"get": {
+            "summary": "every group: name -> server ids, in registration order",
+            "responses": {"200": _json(_ref("GroupList"), "the groups"), **_common_errors()}}},
+        "/groups/{group}/start": {"post": _group_action(
+            "start a group's servers in dependency order", empty, group)},
+        "/groups/{group}/stop": {"post": _group_action(
+            "stop a group's servers, dependents first", empty, group)},
+        "/groups/{group}/restart": {"post": _group_action(
+            "restart a group's servers in dependency order", empty, group)},
         "/reload": {"post": {
             "summary": "re-read the config file (`procsync serve` only)",
             "requestBody": empty,
@@ -273,11 +343,12 @@ def _paths(ids: list[str], token: bool) -> dict[str, Any]:
 
 
 def openapi_document(api_url: str, *, token: bool, server_ids: list[str] | None = None,
-                     ) -> dict[str, Any]:
+                     groups: list[str] | None = None) -> dict[str, Any]:
     """The document for an API mounted at `api_url` (e.g. "/procsync/api").
 
     `token`: whether PROCSYNC_AUTH_TOKEN is set (adds the bearer security scheme);
-    `server_ids`: the registered ids, given as examples of the `server_id` parameter.
+    `server_ids` and `groups`: the registered ids and group names, given as examples of
+    the `server_id` and `group` parameters.
     """
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -288,7 +359,7 @@ def openapi_document(api_url: str, *, token: bool, server_ids: list[str] | None 
                            "{\"error\": CODE, \"message\": TEXT}. See docs/flask.md.",
         },
         "servers": [{"url": api_url or "/"}],
-        "paths": _paths(list(server_ids or ()), token),
+        "paths": _paths(list(server_ids or ()), list(groups or ()), token),
         "components": {"schemas": copy.deepcopy(SCHEMAS)},
     }
     if token:

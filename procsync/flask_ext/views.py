@@ -10,8 +10,9 @@ function's name, and the request guard treats every ``api_*`` one as API.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ STATUS_FOR_CODE = {
     "start_timeout": 500,
     "stop_failed": 500,
     "bad_config": 400,
+    "not_supported": 409,  # reload: the server has no reload_signal
+    "dependency_failed": 424,  # start skipped: a dependency can no longer meet its condition
 }
 LOG_TAIL_LINES = 20
 MAX_PID = 2**31 - 1  # larger cannot be a pid (and would overflow the kernel's pid_t)
@@ -112,12 +115,19 @@ def api_history(server_id: str) -> Response:
     return jsonable_response({"history": known(server_id).history(server_id, limit)})
 
 
+def api_groups() -> Response:
+    """Every group: its name -> its server ids, in registration order."""
+    return jsonable_response({"groups": current_orchestrator().groups()})
+
+
 def api_openapi() -> Response:
     """The OpenAPI document of this very mount."""
     base = url_for(".index").rstrip("/") + "/api"
     token = settings(current_mount().options).token is not None
+    orchestrator = current_orchestrator()
     return jsonable_response(openapi_document(base, token=token,
-                                              server_ids=list(current_orchestrator().configs)))
+                                              server_ids=list(orchestrator.configs),
+                                              groups=list(orchestrator.groups())))
 
 
 # -- control -----------------------------------------------------------------------------
@@ -142,6 +152,30 @@ def api_restart(server_id: str) -> Response:
     """Restart a server."""
     orchestrator, _ = control_request(server_id, ())
     return action_response(orchestrator, server_id, orchestrator.restart_server(server_id))
+
+
+def api_reload_server(server_id: str) -> Response:
+    """Send the server its reload_signal (the process keeps running); 409 without one."""
+    orchestrator, _ = control_request(server_id, ())
+    return action_response(orchestrator, server_id, orchestrator.reload_server(server_id))
+
+
+def api_group_start(group: str) -> Response:
+    """Start every server of a group, in dependency order."""
+    orchestrator = group_request(group)
+    return group_response(group, orchestrator.start_group(group))
+
+
+def api_group_stop(group: str) -> Response:
+    """Stop every server of a group, dependents first."""
+    orchestrator = group_request(group)
+    return group_response(group, orchestrator.stop_group(group))
+
+
+def api_group_restart(group: str) -> Response:
+    """Restart every server of a group, in dependency order."""
+    orchestrator = group_request(group)
+    return group_response(group, orchestrator.restart_group(group))
 
 
 def api_kill_orphan(server_id: str) -> Response:
@@ -216,10 +250,15 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/servers/<server_id>/start", api_start, ("POST",)),
     Route("/api/servers/<server_id>/stop", api_stop, ("POST",)),
     Route("/api/servers/<server_id>/restart", api_restart, ("POST",)),
+    Route("/api/servers/<server_id>/reload", api_reload_server, ("POST",)),
     Route("/api/servers/<server_id>/kill-orphan", api_kill_orphan, ("POST",)),
     Route("/api/servers/<server_id>/logs", api_logs, ("GET",)),
     Route("/api/servers/<server_id>/history", api_history, ("GET",)),
     Route("/api/servers/<server_id>/logs/stream", api_log_stream, ("GET",)),
+    Route("/api/groups", api_groups, ("GET",)),
+    Route("/api/groups/<group>/start", api_group_start, ("POST",)),
+    Route("/api/groups/<group>/stop", api_group_stop, ("POST",)),
+    Route("/api/groups/<group>/restart", api_group_restart, ("POST",)),
     Route("/api/reload", api_reload, ("POST",)),
     Route("/api/openapi.json", api_openapi, ("GET",)),
     Route("/api/events", api_events, ("GET",)),
@@ -243,6 +282,39 @@ def control_request(server_id: str, fields: tuple[str, ...]) -> tuple[ServerOrch
     body = json_body(request)
     no_extra_fields(body, fields)
     return orchestrator, body
+
+
+def group_request(group: str) -> ServerOrchestrator:
+    """The orchestrator, if it has the group `group` (404 otherwise), after the body checks."""
+    orchestrator = current_orchestrator()
+    if group not in orchestrator.groups():  # an unknown group is a 404 whatever the body says
+        raise ApiError(404, "unknown", f"unknown group {group!r}")
+    no_extra_fields(json_body(request), ())
+    return orchestrator
+
+
+def group_response(group: str, results: Mapping[str, ActionResult]) -> Response:
+    """200 when every server's action succeeded, else the status of the first failure's code.
+
+    The body lists every server's result either way, in the order the orchestrator
+    gave them (dependency order: the JSON keeps it, unlike jsonify's sorted keys); a
+    failure adds ``error`` (that first failure's code) and ``message`` like every
+    error answer.
+    """
+    body: dict[str, Any] = {
+        "success": all(r.success for r in results.values()),
+        "group": group,
+        "results": {sid: {"success": bool(r.success), "message": r.message, "pid": r.pid,
+                          "code": r.code} for sid, r in results.items()},
+    }
+    failed = [(sid, r) for sid, r in results.items() if not r.success]
+    if not failed:
+        return ordered_json_response(body)
+    sid, first = failed[0]
+    code = first.code or "failed"
+    message = f"group {group!r}: {len(failed)} of {len(results)} failed; {sid}: {first.message}"
+    return ordered_json_response({"error": code, "message": message, **body},
+                                 STATUS_FOR_CODE.get(code, 500))
 
 
 def action_response(orchestrator: ServerOrchestrator, server_id: str, result: ActionResult) -> Response:
@@ -302,6 +374,14 @@ def jsonable_response(value: Any, status: int = 200) -> Response:
     """`value` as JSON (records, datetimes... converted), never cached."""
     resp = jsonify(jsonable(value))
     resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def ordered_json_response(value: Any, status: int = 200) -> Response:
+    """`value` as JSON with its keys in their own order (jsonify sorts them), never cached."""
+    text = json.dumps(jsonable(value), separators=(",", ":"), allow_nan=False)
+    resp = current_app.response_class(text + "\n", status=status, mimetype="application/json")
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

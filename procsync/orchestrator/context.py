@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ..instances.leader import InstanceId, LeaderLock
@@ -18,7 +19,7 @@ from ..instances.sync import InstanceSync
 from ..manager import ProcessManager
 from ..monitor import ProcessMonitor
 from .journal import Journal
-from .registry import Registry
+from .registry import Registry, now
 from .scheduler import Scheduler
 
 
@@ -34,6 +35,7 @@ class Context:
     leader: LeaderLock
     state_key: str  # the state file's real path, carried by every spawn
     sender: Any  # the ServerOrchestrator: the sender of its signals
+    clock: Callable[[], datetime] = now  # the wall clock (timetabled restarts); tests inject one
     journal: Journal = dataclasses.field(init=False)
     scheduler: Scheduler = dataclasses.field(init=False)
     sync: InstanceSync = dataclasses.field(init=False)

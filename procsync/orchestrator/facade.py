@@ -23,13 +23,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from blinker import Signal
 
 from .. import signals
 from ..config import ServerConfig, as_server_config
-from ..errors import ConfigError
+from ..config.graph import check_graph
+from ..errors import ConfigError, ProcessNotFound
 from ..instances import forks
 from ..instances.host import ServerView
 from ..instances.leader import InstanceId, LeaderLock, leader_path
@@ -41,8 +43,10 @@ from ..records import ActionResult, KillResult, ServerStatus
 from ..store import ProcessStateStore, SQLiteStateStore, StoredProcessInfo, open_store
 from .context import Context
 from .journal import Journal
-from .lifecycle import ACTIVE, BACKOFF, ServerState, advance, observed
+from .lifecycle import ACTIVE, PENDING, ServerState, advance, observed
+from .limits import Limits
 from .mirror import Mirror
+from .ordering import Ordering
 from .recovery import Recovery
 from .registry import Registry
 from .restarter import Restarter
@@ -50,6 +54,7 @@ from .scheduler import Scheduler
 from .starter import Starter
 from .status import StatusView
 from .stopper import Stopper
+from .timetable import Timetable
 
 log = logging.getLogger("procsync.orchestrator")
 
@@ -64,6 +69,20 @@ class _Parts:
         self.starter = Starter(ctx)
         self.stopper = Stopper(ctx)
         self.recovery = Recovery(ctx)
+        self.timetable = Timetable(ctx, ctx.clock)
+        self.limits = Limits(ctx)
+        self.timetable.restart = self.stopper.restart_for
+        self.limits.restart = self.stopper.restart_for
+        self.limits.stop = self.stopper.stop
+        self.starter.timetable = self.timetable
+        self.ordering = Ordering(ctx)
+        self.ordering.starter = self.starter
+        self.ordering.stopper = self.stopper
+        ordering = self.ordering
+        self.stopper.start_again = lambda sid: ordering.start([sid], restart=True)[sid]
+        self.starter.restarted = lambda sid: ctx.spawn_worker(
+            ordering.restart_dependents, sid, name=f"procsync-dependents-{sid}")
+        self.recovery.timetable = self.timetable
         self.restarter.begin = self.starter.begin
         self.restarter.launch = self.starter.launch
         self.restarter.status_view = self.status_view
@@ -178,6 +197,7 @@ class ServerOrchestrator:
         port_timeout: float = 1.0,
         unresponsive_after: int = 3,
         instance_name: str | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         instance = InstanceId.current(instance_name)
         self._named = instance_name is not None
@@ -194,6 +214,8 @@ class ServerOrchestrator:
             state_key=os.path.realpath(getattr(store, "path", state_path)),
             sender=self,
         )
+        if clock is not None:  # the wall clock timetabled restarts read (tests inject one)
+            ctx.clock = clock
         self._ctx = ctx
         self._workers: set[threading.Thread] = set()
         self._workers_lock = ordered_lock("orchestrator.workers")
@@ -213,11 +235,13 @@ class ServerOrchestrator:
         ctx, restarter = self._ctx, self._parts.restarter
         signals.process_exit.connect(restarter.on_process_exit, sender=ctx.manager, weak=False)
         signals.status_change.connect(restarter.on_status_change, sender=ctx.monitor, weak=False)
+        signals.health_check.connect(self._parts.limits.on_health_check, sender=ctx.monitor, weak=False)
 
     def _disconnect(self, manager: ProcessManager, monitor: ProcessMonitor) -> None:
         restarter = self._parts.restarter
         signals.process_exit.disconnect(restarter.on_process_exit, sender=manager)
         signals.status_change.disconnect(restarter.on_status_change, sender=monitor)
+        signals.health_check.disconnect(self._parts.limits.on_health_check, sender=monitor)
 
     # ------------------------------------------------------------ the parts, for users
 
@@ -367,10 +391,14 @@ class ServerOrchestrator:
         A new config takes effect at the server's next start. When called after
         `initialize()`, a recorded live process of `id` is adopted now.
         """
-        checked = as_server_config(id, config)
+        self._register(id, as_server_config(id, config), check=True)
+
+    def _register(self, id: str, checked: ServerConfig, *, check: bool) -> None:
         registry = self._ctx.registry
         with registry.lock:
             self._check_open()
+            if check:  # its dependencies must be registered, and make no cycle
+                check_graph({**{sid: s.config for sid, s in registry.servers.items()}, id: checked})
             server = registry.servers.get(id)
             if server is None:
                 registry.servers[id] = ServerState(id, checked)
@@ -387,14 +415,15 @@ class ServerOrchestrator:
         if not isinstance(registry, Mapping):
             raise ConfigError("?", "registry", f"must be a mapping of id to config, not {type(registry).__name__}")
         checked = {sid: as_server_config(sid, cfg) for sid, cfg in registry.items()}
+        check_graph({**self.configs, **checked})  # the whole of it: entries may come in any order
         for sid, cfg in checked.items():
-            self.register_server(sid, cfg)
+            self._register(sid, cfg, check=False)
 
     def unregister_server(self, id: str) -> None:
         """Stop server `id` if it runs and forget it (its history stays in the store)."""
         ctx = self._ctx
         server = ctx.registry.get(id)
-        if server.status in (*ACTIVE, BACKOFF):
+        if server.status in (*ACTIVE, *PENDING):
             self.stop_server(id)
         with ctx.registry.lock:
             server.generation += 1  # every pending job of it lapses
@@ -410,6 +439,7 @@ class ServerOrchestrator:
         Removed servers are stopped; changed ones that run are restarted with their new config.
         """
         checked = {sid: as_server_config(sid, cfg) for sid, cfg in registry.items()}
+        check_graph(checked)
         current = self.configs
         outcome: dict[str, str] = {}
         for sid in current:
@@ -418,12 +448,12 @@ class ServerOrchestrator:
                 outcome[sid] = "removed"
         for sid, cfg in checked.items():
             if sid not in current:
-                self.register_server(sid, cfg)
+                self._register(sid, cfg, check=False)
                 outcome[sid] = "added"
             elif current[sid] == cfg:
                 outcome[sid] = "unchanged"
             else:
-                self.register_server(sid, cfg)
+                self._register(sid, cfg, check=False)
                 outcome[sid] = "changed"
                 server = self._ctx.registry.find(sid)
                 if server is not None and server.status in ("starting", "running"):
@@ -440,11 +470,16 @@ class ServerOrchestrator:
     # ------------------------------------------------------------ start, stop, restart
 
     def start_server(self, id: str, wait: bool = True) -> ActionResult:
-        """Start server `id`; with ports or a health check and `wait`, return once it is ready."""
+        """Start server `id`, after what it depends on meets its conditions (starting that too).
+
+        With ports, a health check or a ready_log_line and `wait`, return once it is ready.
+        A dependency that can no longer meet its condition ends the wait: the
+        server reads "skipped" and the answer names the dependency.
+        """
         self._check_fork()
         self._ensure_initialized()
         self._refresh(id)
-        return self._parts.starter.start(id, wait=wait)
+        return self._parts.ordering.start([id], wait=wait)[id]
 
     def stop_server(self, id: str) -> ActionResult:
         """Stop server `id` (its whole process tree); cancels a pending automatic restart."""
@@ -459,18 +494,72 @@ class ServerOrchestrator:
         self._refresh(id)
         return self._parts.stopper.restart(id)
 
-    def start_all(self) -> dict[str, ActionResult]:
-        """Start every registered server together (waiting for each to be ready)."""
+    def start_servers(self, ids: Iterable[str], wait: bool = True) -> dict[str, ActionResult]:
+        """Start the servers `ids` (and what they need) as one plan, in dependency order."""
         self._check_fork()
         self._ensure_initialized()
         self._refresh(None)
-        return self._parts.starter.start_many(list(self.configs))
+        return self._parts.ordering.start(list(dict.fromkeys(ids)), wait=wait)
+
+    def start_all(self) -> dict[str, ActionResult]:
+        """Start every registered server in dependency order, independent ones together
+        (waiting for each to be ready)."""
+        self._check_fork()
+        self._ensure_initialized()
+        self._refresh(None)
+        return self._parts.ordering.start(list(self.configs))
 
     def stop_all(self) -> dict[str, ActionResult]:
-        """Stop every registered server together: one signal round, one sweep for leftovers."""
+        """Stop every registered server in reverse dependency order, each wave gone before the
+        next is signalled (one wave, one signal round, when nothing depends on anything)."""
         self._check_fork()
         self._refresh(None)
-        return self._parts.stopper.stop_many(list(self.configs))
+        return self._parts.ordering.stop(list(self.configs))
+
+    # ------------------------------------------------------------ groups and reloads
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> the ids of its servers, in registration order."""
+        out: dict[str, list[str]] = {}
+        for sid, config in self.configs.items():
+            if config.group is not None:
+                out.setdefault(config.group, []).append(sid)
+        return out
+
+    def _group(self, name: str) -> list[str]:
+        ids = self.groups().get(name)
+        if not ids:
+            raise ProcessNotFound(name, "group")
+        return ids
+
+    def start_group(self, name: str) -> dict[str, ActionResult]:
+        """Start the servers of group `name` (and what they need) in dependency order."""
+        self._check_fork()
+        ids = self._group(name)
+        self._ensure_initialized()
+        self._refresh(None)
+        return self._parts.ordering.start(ids)
+
+    def stop_group(self, name: str) -> dict[str, ActionResult]:
+        """Stop the servers of group `name` in reverse dependency order."""
+        self._check_fork()
+        ids = self._group(name)
+        self._refresh(None)
+        return self._parts.ordering.stop(ids)
+
+    def restart_group(self, name: str) -> dict[str, ActionResult]:
+        """Stop the running servers of group `name` in reverse order, then start the group in order."""
+        self._check_fork()
+        ids = self._group(name)
+        self._ensure_initialized()
+        self._refresh(None)
+        return self._parts.ordering.restart(ids)
+
+    def reload_server(self, id: str) -> ActionResult:
+        """Send server `id`'s `reload_signal` (e.g. SIGHUP) to its process group instead of a restart."""
+        self._check_fork()
+        self._refresh(id)
+        return self._parts.stopper.reload(id)
 
     # ------------------------------------------------------------ status, logs, orphans
 

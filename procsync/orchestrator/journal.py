@@ -34,7 +34,7 @@ from .registry import LOG_TAIL, Registry, now
 
 log = logging.getLogger("procsync.orchestrator")
 
-TAIL_EVENTS = ("exited", "crashed", "restarting", "fatal", "stopped")  # events that quote the log
+TAIL_EVENTS = ("exited", "crashed", "restarting", "fatal", "stopped", "completed")  # events that quote the log
 
 
 class Ticket:

@@ -26,10 +26,13 @@ log = logging.getLogger("procsync.orchestrator")
 # states
 STOPPED, STARTING, RUNNING, STOPPING = "stopped", "starting", "running", "stopping"
 BACKOFF, EXITED, CRASHED, FATAL = "backoff", "exited", "crashed", "fatal"
-STATES: tuple[str, ...] = (STOPPED, STARTING, RUNNING, STOPPING, BACKOFF, EXITED, CRASHED, FATAL)
+WAITING, COMPLETED, SKIPPED = "waiting", "completed", "skipped"
+STATES: tuple[str, ...] = (STOPPED, WAITING, STARTING, RUNNING, STOPPING, BACKOFF, EXITED, CRASHED,
+                           FATAL, COMPLETED, SKIPPED)
 ACTIVE = (STARTING, RUNNING, STOPPING)  # a process of ours exists
 LIVE_RECORD = (*ACTIVE, BACKOFF)  # a record the owner (or the leader) still acts on
-IDLE = (STOPPED, EXITED, CRASHED, FATAL)  # no process and nothing pending
+PENDING = (WAITING, BACKOFF)  # no process, but a start is pending (a stop cancels it)
+IDLE = (STOPPED, EXITED, CRASHED, FATAL, COMPLETED, SKIPPED)  # no process and nothing pending
 
 # effects: the bookkeeping a transition does to the record
 NEW_GENERATION = "new_generation"  # a new generation: older readiness waits and jobs lapse
@@ -59,6 +62,13 @@ def _rules() -> dict[tuple[str, str], Rule]:
 
     allow("start", (*IDLE, BACKOFF), STARTING, (REMEMBER, NEW_GENERATION, CLEAR_PROCESS),
           "a start by request, or a due automatic restart")
+    allow("wait", (*IDLE, BACKOFF), WAITING, (REMEMBER, NEW_GENERATION, CLEAR_PROCESS),
+          "a start whose dependencies are not met yet")
+    allow("deps_met", (WAITING,), STARTING, (), "every dependency met its condition")
+    allow("skip", (WAITING,), SKIPPED, (NEW_GENERATION,),
+          "a dependency can no longer meet its condition")
+    allow("cancel_wait", (WAITING,), STOPPED, (NEW_GENERATION, RESET_RESTARTS, CLEAR_MESSAGE),
+          "a stop while it waits for its dependencies")
     allow("ready", (STARTING,), RUNNING, (), "its ports answer or its health check passes")
     allow("not_ready", (STARTING,), RUNNING, (),
           "start_timeout passed: left running, reported unhealthy")
@@ -78,7 +88,8 @@ def _rules() -> dict[tuple[str, str], Rule]:
     # after the restart policy decided
     for event, to, doc in (("restart_due", BACKOFF, "the policy restarts it (after a backoff)"),
                            ("gave_up", FATAL, "max_restarts consecutive restarts failed"),
-                           ("exited_ok", EXITED, "exit code 0, and the policy does not restart"),
+                           ("exited_ok", EXITED, "a success code, and the policy does not restart"),
+                           ("job_done", COMPLETED, "a job ended with a success code"),
                            ("died", CRASHED, "a failure, and the policy does not restart")):
         allow(event, (STARTING, RUNNING), to, (NEW_GENERATION, CLEAR_PROCESS),
               f"unrequested exit: {doc}")
@@ -153,6 +164,10 @@ class ServerState:
     ended: dict[int, int | None] = dataclasses.field(default_factory=dict)  # generation -> exit code
     restart_gen: int | None = None  # the generation a scheduled automatic restart is for
     owner: str | None = None  # the instance (InstanceId.token) whose process this is
+    # this run (since the last start): what dependency conditions ask about
+    run_spawned: bool = False  # its process was spawned (or adopted)
+    run_ready: bool = False  # it became ready
+    log_seen: bool = False  # its ready_log_line appeared
 
 
 def advance(server: ServerState, event: str) -> bool:
@@ -165,6 +180,8 @@ def advance(server: ServerState, event: str) -> bool:
     if REMEMBER in effects:
         # a start that fails before spawning goes back to this (a cancelled backoff has ended)
         server.previous = CRASHED if server.status == BACKOFF else server.status
+        if to in (STARTING, WAITING):  # a new run
+            server.run_spawned = server.run_ready = server.log_seen = False
     if NEW_GENERATION in effects:
         server.generation += 1
         server.restart_gen = None
@@ -253,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "ACTIVE",
+    "COMPLETED",
+    "PENDING",
+    "SKIPPED",
+    "WAITING",
     "mermaid",
     "EVENTS",
     "IDLE",

@@ -58,8 +58,8 @@ def describe(record: StoredProcessInfo, config: ServerConfig) -> str | None:
                 f"of {config.max_restarts}){by}")
     if record.status == "fatal":
         return f"fatal after {record.restarts} restarts, last {describe_exit(record.exit_code)}{by}"
-    if record.status in ("crashed", "exited"):
-        return f"{describe_exit(record.exit_code)}{by}"
+    if record.status in ("crashed", "exited", "completed"):
+        return f"{describe_exit(record.exit_code, tuple(config.success_exit_codes))}{by}"
     return None
 
 

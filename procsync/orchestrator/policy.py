@@ -36,21 +36,24 @@ def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     return min(delay, maximum)
 
 
-def wants_restart(policy: str, exit_code: int | None) -> bool:
+def wants_restart(policy: str, exit_code: int | None, success: tuple[int, ...] = (0,)) -> bool:
     """Whether `policy` restarts a process that ended on its own with `exit_code`."""
     if policy == "always":
         return True
     if policy == "on-failure":
-        return exit_code != 0
+        return exit_code not in success
     return False
 
 
-def describe_exit(exit_code: int | None) -> str:
-    """An exit as plain words: "exited with code 0", "crashed with exit code 3", "was killed by SIGKILL"."""
+def describe_exit(exit_code: int | None, success: tuple[int, ...] = (0,)) -> str:
+    """An exit as plain words: "exited with code 0", "crashed with exit code 3", "was killed by SIGKILL".
+
+    A code in `success` (the server's success_exit_codes) "exited".
+    """
     if exit_code is None:
         return "ended (exit code unknown)"
-    if exit_code == 0:
-        return "exited with code 0"
+    if exit_code in success:
+        return f"exited with code {exit_code}"
     if exit_code < 0:
         try:
             name = _signal.Signals(-exit_code).name
@@ -60,9 +63,9 @@ def describe_exit(exit_code: int | None) -> str:
     return f"crashed with exit code {exit_code}"
 
 
-def exit_event(exit_code: int | None) -> str:
-    """The status and history event for an unrequested exit: "exited" for code 0, else "crashed"."""
-    return "exited" if exit_code == 0 else "crashed"
+def exit_event(exit_code: int | None, success: tuple[int, ...] = (0,)) -> str:
+    """The history event for an unrequested exit: "exited" for a success code, else "crashed"."""
+    return "exited" if exit_code in success else "crashed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,7 @@ class RestartDecision:
     action: str  # "none" | "restart" | "fatal"
     restarts: int  # the consecutive restart count after this decision
     delay: float = 0.0  # seconds to wait before restarting (action "restart")
-    status: str = "crashed"  # status to show now: backoff | fatal | exited | crashed
+    status: str = "crashed"  # status to show now: backoff | fatal | exited | crashed | completed
     reason: str = ""  # what happened, e.g. "crashed with exit code 3"
     message: str = ""  # reason plus what happens next, for people
 
@@ -86,16 +89,20 @@ def decide(config: ServerConfig, restarts: int, exit_code: int | None, *,
     count); `reason` overrides the description of the exit (e.g. "health
     check failed").
     """
-    what = reason or describe_exit(exit_code)
+    success = tuple(config.success_exit_codes)
+    what = reason or describe_exit(exit_code, success)
     if uptime is not None and uptime >= config.stable_after:
         restarts = 0
-    failed = reason is not None or exit_code != 0
-    if not wants_restart(config.autorestart, 1 if failed else 0):
-        return RestartDecision(NONE, restarts, status=exit_event(exit_code), reason=what, message=what)
+    failed = reason is not None or exit_code not in success
+    if config.kind == "job" and not failed:  # a job that finished: never restarted
+        return RestartDecision(NONE, 0, status="completed", reason=what, message=what)
+    if not wants_restart(config.autorestart, 1 if failed else 0, (0,)):
+        status = "crashed" if failed else "exited"
+        return RestartDecision(NONE, restarts, status=status, reason=what, message=what)
     if restarts >= config.max_restarts:
         times = restarts + 1
         last = "unknown" if exit_code is None else str(exit_code)
-        verb = "failed" if reason else ("exited" if exit_code == 0 else "crashed")
+        verb = "failed" if reason else ("crashed" if failed else "exited")
         message = f"fatal: {verb} {times} time{'s' if times != 1 else ''} in a row, last exit code {last}"
         if reason:
             message += f" ({reason})"

@@ -41,13 +41,14 @@ from ..proctree import (
 from ..records import ProcessInfo
 from ..store import StoredProcessInfo
 from .context import Context
-from .lifecycle import ACTIVE, LIVE_RECORD, advance, observed
+from .lifecycle import ACTIVE, IDLE, LIVE_RECORD, advance, observed
 from .registry import now
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mirror import Mirror
     from .restarter import Restarter
     from .status import StatusView
+    from .timetable import Timetable
 
 log = logging.getLogger("procsync.orchestrator")  # its records keep the orchestrator's logger name
 
@@ -67,6 +68,7 @@ class Recovery:
         self.mirror: Mirror
         self.restarter: Restarter
         self.status_view: StatusView
+        self.timetable: Timetable
 
     def recover_all(self) -> dict[str, list[str]]:
         """Load the store and settle every record: adopt, end, or report; the ids by outcome."""
@@ -189,8 +191,10 @@ class Recovery:
             server.last_exit_code = record.exit_code
             server.last_pid = record.pid or None
             server.log_file = record.log_file
-            if record.status in ("stopped", "exited", "crashed", "fatal"):
+            if record.status in IDLE:
                 advance(server, observed(record.status))
+            elif record.status == "waiting":  # the wait for its dependencies ended with its instance
+                advance(server, observed("stopped"))
             elif record.status == "backoff":  # a pending restart: the leader carries it on
                 advance(server, observed("backoff"))
                 server.owner = record.owner
@@ -302,11 +306,14 @@ class Recovery:
             server.started_at = info.start_time
             server.log_file = info.log_file
             server.ready = True
+            server.run_spawned = server.run_ready = server.log_seen = True  # it ran: conditions met
             gen = server.generation
             uptime = (now() - info.start_time).total_seconds()
             config = server.config
             ctx.registry.changed.notify_all()
         self.restarter.schedule_stable(server, gen, max(0.0, config.stable_after - uptime))
+        if config.restart_schedule is not None:
+            self.timetable.arm(sid, gen, config)
         ctx.monitor.watch(sid, health=config.health, start_timeout=0.0)
         ctx.journal.persist(sid, take=True)  # ours now, whoever owned the record before
         ctx.journal.event(sid, "adopted", pid=info.pid, reason=reason)

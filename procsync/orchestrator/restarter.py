@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("procsync.orchestrator")
 
 _DECISION_EVENTS = {"backoff": "restart_due", "fatal": "gave_up", "exited": "exited_ok",
-                    "crashed": "died"}
+                    "crashed": "died", "completed": "job_done"}
 
 
 class Restarter:
@@ -146,7 +146,8 @@ class Restarter:
         journal = ctx.journal
         actions.append(lambda: journal.persist(sid))
         if record_exit:
-            event = exit_event(exit_code)
+            event = ("completed" if decision.status == "completed"
+                     else exit_event(exit_code, tuple(server.config.success_exit_codes)))
             actions.append(lambda: journal.event(sid, event, pid=pid, exit_code=exit_code,
                                                  reason=decision.reason, log_file=log_file, at=at))
         if decision.action == RESTART:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ..config import HealthCheck, ServerConfig
 from ..errors import ConfigError, DuplicateProcessError
 from ..health import port_open, run_health_check
 from ..instances.sync import Claim, taken_message
+from ..logs import LineWatch
 from ..ports import listening_ports
 from ..proctree import STATE_VAR, process_alive
 from ..records import ActionResult, ProcessInfo
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .mirror import Mirror
     from .restarter import Restarter
     from .status import StatusView
+    from .timetable import Timetable
 
 log = logging.getLogger("procsync.orchestrator")
 
@@ -49,6 +52,8 @@ class _Start:
     automatic: bool
     claim: Claim | None = None
     result: ActionResult | None = None
+    restart: bool = False  # a restart (by request or automatic): dependents may follow it
+    log_offset: int = 0  # where the log ended before the spawn (ready_log_line looks after it)
 
 
 class Starter:
@@ -59,32 +64,39 @@ class Starter:
         self.restarter: Restarter
         self.status_view: StatusView
         self.mirror: Mirror
+        self.timetable: Timetable
+        self.restarted: Callable[[str], None] = lambda sid: None  # a restart became ready
 
     # ------------------------------------------------------------ entry points
 
-    def start(self, sid: str, wait: bool = True) -> ActionResult:
+    def start(self, sid: str, wait: bool = True, *, restart: bool = False) -> ActionResult:
         """Start `sid`; with ports or a health check and `wait`, return once it is ready."""
-        return self.start_many([sid], wait=wait)[sid]
+        return self.start_many([sid], wait=wait, restart=restart)[sid]
 
-    def start_many(self, ids: list[str], wait: bool = True) -> dict[str, ActionResult]:
+    def start_many(self, ids: list[str], wait: bool = True, *,
+                   restart: bool = False) -> dict[str, ActionResult]:
         """Start every id of `ids` as one batch; the result of each."""
         registry = self.ctx.registry
         results: dict[str, ActionResult] = {}
         batch: list[_Start] = []
         with registry.lock:
             for sid in ids:
-                server = registry.servers.get(sid)
-                if server is None:
-                    results[sid] = fail(f"unknown server {sid!r}", "unknown")
-                    continue
-                refused = self._refusal(server)
-                if refused is not None:
-                    results[sid] = refused
+                server, refused = self.refusal(sid)
+                if server is None or refused is not None:
+                    results[sid] = refused or fail(f"unknown server {sid!r}", "unknown")
                     continue
                 server.restarts = 0  # a start by request begins a fresh restart count
-                batch.append(_Start(server, self.begin(server), automatic=False))
+                batch.append(_Start(server, self.begin(server), automatic=False, restart=restart))
         results.update(self.launch(batch, wait=wait))
         return {sid: results[sid] for sid in ids}
+
+    def refusal(self, sid: str) -> tuple[ServerState | None, ActionResult | None]:
+        """Under the lock: the record of `sid` and why a start of it by request is refused now
+        (None: it may start; an unknown id is refused)."""
+        server = self.ctx.registry.servers.get(sid)
+        if server is None:
+            return None, fail(f"unknown server {sid!r}", "unknown")
+        return server, self._refusal(server)
 
     def _refusal(self, server: ServerState) -> ActionResult | None:
         if self.ctx.registry.closed:
@@ -96,6 +108,9 @@ class Starter:
         if server.status == "stopping":
             return fail(f"server {server.id!r} is stopping; start it once it has stopped",
                         "already_running", server.pid)
+        if server.status == "waiting":
+            return fail(f"server {server.id!r} is already waiting for its dependencies",
+                        "already_running")
         return None
 
     def begin(self, server: ServerState) -> int:
@@ -113,7 +128,7 @@ class Starter:
         one start raises ends it as "crashed" with the reason: a server never
         stays "starting" because of an error nobody foresaw.
         """
-        starts = [b if isinstance(b, _Start) else _Start(*b) for b in batch]
+        starts = [b if isinstance(b, _Start) else _Start(b[0], b[1], b[2], restart=b[2]) for b in batch]
         if not starts:
             return {}
         scan = self._port_scan(starts)
@@ -169,6 +184,9 @@ class Starter:
             spawn = config.to_spawn(sid, extra_env={STATE_VAR: ctx.state_key})
         except ConfigError as err:
             return self.abort(start, str(err), "bad_config")
+        if config.ready_log_line is not None:  # only what is written from now on counts
+            start.log_offset = LineWatch.size_of(
+                spawn.log_file or os.path.join(ctx.manager.log_dir, f"{sid}.log"))
         try:
             record = ctx.store.get_process(sid)
         except Exception:
@@ -213,6 +231,7 @@ class Starter:
             current = server.generation == gen and server.status == "starting"
             if current:
                 server.owner = ctx.owner
+                server.run_spawned = True
                 server.pid = server.last_pid = info.pid
                 server.pgid = info.pgid
                 server.create_time = info.create_time
@@ -232,14 +251,16 @@ class Starter:
             return fail(f"start of {sid!r} was cancelled", "start_cancelled", info.pid), None
         ticket = None
         if current:
+            if config.restart_schedule is not None:
+                self.timetable.arm(sid, gen, config)
             ctx.monitor.watch(sid, health=config.health, start_timeout=config.start_timeout)
             ctx.journal.persist(sid)
             # timestamped at the spawn, so it sorts before an exit handled meanwhile
             ticket = ctx.journal.event(sid, "started", pid=info.pid, at=info.start_time,
                                        reason="automatic restart" if start.automatic
                                        else "started by request")
-        if not (config.ports or config.health):
-            return self.mark_ready(server, gen, info, None), ticket
+        if not (config.ports or config.health or config.ready_log_line):
+            return self.mark_ready(server, gen, info, None, restart=start.restart), ticket
         return None, ticket
 
     def _await_all(self, waiting: list[_Start], wait: bool) -> None:
@@ -250,7 +271,7 @@ class Starter:
             for start in waiting:
                 info = start.claim.info if start.claim is not None else None
                 assert info is not None
-                self.ctx.spawn_worker(self.await_ready, start.server, start.gen, info,
+                self.ctx.spawn_worker(self.await_ready, start.server, start.gen, info, start,
                                       name=f"procsync-ready-{start.server.id}")
                 start.result = ActionResult(True, f"starting {start.server.id!r} (pid {info.pid})",
                                             info.pid)
@@ -260,7 +281,7 @@ class Starter:
             info = start.claim.info if start.claim is not None else None
             assert info is not None
             try:
-                start.result = self.await_ready(start.server, start.gen, info)
+                start.result = self.await_ready(start.server, start.gen, info, start)
             except Exception as err:
                 start.result = self._raised(start, err)
 
@@ -360,34 +381,64 @@ class Starter:
             return False, f"the check raised {type(err).__name__}: {err}"
         return (not closed, f"port {closed[0]} does not accept connections" if closed else None)
 
-    def await_ready(self, server: ServerState, gen: int, info: ProcessInfo) -> ActionResult:
-        """Probe every READY_POLL s until ready, exited, stopped or start_timeout passed."""
+    def await_ready(self, server: ServerState, gen: int, info: ProcessInfo,
+                    start: _Start | None = None) -> ActionResult:
+        """Probe every READY_POLL s until ready, exited, stopped or start_timeout passed.
+
+        With a `ready_log_line`, the log's new lines are read at each probe
+        too; the server is ready once the line appeared and its ports or
+        health check (if any) pass.
+        """
+        config = server.config
+        watch = None
+        if config.ready_log_line is not None:
+            path = info.log_file or os.path.join(self.ctx.manager.log_dir, f"{server.id}.log")
+            watch = LineWatch(path, config.ready_log_line, start.log_offset if start else 0)
+        try:
+            return self._await(server, gen, info, watch, start.restart if start else False)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _await(self, server: ServerState, gen: int, info: ProcessInfo, watch: LineWatch | None,
+               restart: bool) -> ActionResult:
         registry = self.ctx.registry
         config = server.config
         began = time.monotonic()
         deadline = began + config.start_timeout
         error: str | None = None
+        probes = bool(config.ports or config.health)
         while True:
             with registry.lock:
                 still = server.generation == gen and server.status == "starting"
             if not still:
                 return self._interrupted(server, gen, info)
-            ok, error = self._ready_now(config)
-            if ok:
-                return self.mark_ready(server, gen, info, began)
+            logged = True
+            if watch is not None and not server.log_seen:
+                logged = watch.poll()
+                if logged:
+                    with registry.lock:
+                        if server.generation == gen:
+                            server.log_seen = True
+                            registry.changed.notify_all()
+            ok, error = self._ready_now(config) if probes else (True, None)
+            if not logged:
+                error = f"no line matching {config.ready_log_line!r} in its log yet"
+            if ok and logged:
+                return self.mark_ready(server, gen, info, began, restart=restart)
             if time.monotonic() >= deadline:
                 return self._timed_out(server, gen, info, error)
             if registry.closing.wait(READY_POLL):
                 return fail(f"start of {server.id!r} interrupted by shutdown", "start_failed", info.pid)
 
     def mark_ready(self, server: ServerState, gen: int, info: ProcessInfo,
-                   began: float | None) -> ActionResult:
+                   began: float | None, *, restart: bool = False) -> ActionResult:
         ctx = self.ctx
         with ctx.registry.lock:
             current = server.generation == gen and server.status == "starting"
             if current:
                 advance(server, "ready")
-                server.ready = True
+                server.ready = server.run_ready = True
                 server.verdict, server.verdict_at = "healthy", now()
                 ctx.registry.changed.notify_all()
         if not current:
@@ -395,6 +446,8 @@ class Starter:
         ctx.journal.persist(server.id)
         signals.send(signals.server_started, ctx.sender, id=server.id, pid=info.pid, ready=True,
                      instance=ctx.instance.name)
+        if restart and server.config.restart_dependents:
+            self.restarted(server.id)
         text = f"started {server.id!r} (pid {info.pid})"
         if began is not None:
             text += f", ready after {time.monotonic() - began:.2f} s"
@@ -427,7 +480,8 @@ class Starter:
             code = server.ended.get(gen)
         if exited:
             lines = self.status_view.tail_log(server.id, LOG_TAIL)
-            text = f"server {server.id!r} (pid {info.pid}) {describe_exit(code)} before it was ready"
+            text = (f"server {server.id!r} (pid {info.pid}) "
+                    f"{describe_exit(code, tuple(server.config.success_exit_codes))} before it was ready")
             if lines:
                 text += "; last log lines:\n" + "\n".join(lines)
             return fail(text, "start_failed", info.pid)

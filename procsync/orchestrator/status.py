@@ -14,6 +14,7 @@ import psutil
 
 from .. import signals
 from ..config import ServerConfig
+from ..config.graph import dependencies
 from ..errors import ProcessNotFound
 from ..logs import tail_lines
 from ..ports import (
@@ -96,7 +97,7 @@ class StatusView:
                 s.verdict_at is None or mon.last_check > s.verdict_at)
             health = mon.health if fresh and mon is not None else (s.verdict or "unknown")
         else:
-            health = "unknown" if s.status == "stopped" else "dead"
+            health = "unknown" if s.status in ("stopped", "waiting", "skipped") else "dead"
         uptime = (now() - s.started_at).total_seconds() if active and s.started_at else None
         return ServerStatus(
             id=s.id,
@@ -121,6 +122,10 @@ class StatusView:
             autorestart=config.autorestart,
             message=redact_text(message),
             env_keys=tuple(config.env or ()),
+            kind=config.kind,
+            group=config.group,
+            depends_on=dependencies(config),
+            reload_signal=config.reload_signal,
         )
 
     # ------------------------------------------------------------ orphans

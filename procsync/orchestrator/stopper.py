@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal as _signal
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import signals
-from ..proctree import process_alive
+from ..proctree import process_alive, signal_group
 from ..records import ActionResult, KillResult
 from .context import Context
 from .journal import Ticket
-from .lifecycle import ACTIVE, BACKOFF, ServerState, advance
+from .lifecycle import ACTIVE, BACKOFF, PENDING, WAITING, ServerState, advance
 from .registry import fail
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,8 +37,9 @@ class _Stop:
     pid: int | None
     create_time: float | None
     foreign: bool
-    cancelled: bool  # a pending restart was cancelled; no process to stop
+    cancelled: bool  # a pending restart (or wait for dependencies) was cancelled; no process
     result: ActionResult | None = None
+    pending: str = "pending restart"  # what was cancelled
 
 
 class Stopper:
@@ -46,6 +49,8 @@ class Stopper:
         self.ctx = ctx
         self.starter: Starter
         self.restarter: Restarter
+        # the start after a restart's stop (the facade routes it through the start order)
+        self.start_again: Callable[[str], ActionResult] = lambda sid: self.starter.start(sid, restart=True)
 
     def stop(self, sid: str, *, event: str = "stopped", reason: str = "stopped by request") -> ActionResult:
         """Stop server `sid` (its whole process tree); cancels a pending automatic restart."""
@@ -79,6 +84,10 @@ class Stopper:
                     pid = server.last_pid
                     advance(server, "cancel_restart")
                     stops.append(_Stop(server, pid, server.create_time, foreign, cancelled=True))
+                elif server.status == WAITING:
+                    advance(server, "cancel_wait")
+                    stops.append(_Stop(server, None, None, False, cancelled=True,
+                                       pending="wait for its dependencies"))
                 elif server.status in ("starting", "running") and server.pid is not None:
                     pid = server.pid
                     advance(server, "stop")
@@ -126,10 +135,10 @@ class Stopper:
         ctx = self.ctx
         sid, pid = stop.server.id, stop.pid
         ctx.journal.persist(sid, take=True)
-        ticket = ctx.journal.event(sid, event, pid=pid, reason=f"{reason}; pending restart cancelled")
+        ticket = ctx.journal.event(sid, event, pid=pid, reason=f"{reason}; {stop.pending} cancelled")
         signals.send(signals.server_stopped, ctx.sender, id=sid, pid=pid, exit_code=None,
                      instance=ctx.instance.name)
-        stop.result = ActionResult(True, f"stopped {sid!r}: pending restart cancelled", pid)
+        stop.result = ActionResult(True, f"stopped {sid!r}: {stop.pending} cancelled", pid)
         return ticket
 
     def _finish(self, stop: _Stop, result: KillResult | None, event: str, reason: str) -> Ticket | None:
@@ -170,7 +179,34 @@ class Stopper:
         stop.result = ActionResult(True, f"stopped {sid!r} (pid {pid}){how}", pid)
         return ticket
 
-    def restart(self, sid: str) -> ActionResult:
+    def reload(self, sid: str) -> ActionResult:
+        """Send `sid`'s reload_signal to its process group; its history records it."""
+        ctx = self.ctx
+        with ctx.registry.lock:
+            server = ctx.registry.servers.get(sid)
+            if server is None:
+                return fail(f"unknown server {sid!r}", "unknown")
+            config, status, pid, create_time = server.config, server.status, server.pid, server.create_time
+        if config.reload_signal is None:
+            return fail(f"server {sid!r} has no reload_signal configured", "not_supported")
+        if status not in ("starting", "running") or pid is None:
+            return fail(f"server {sid!r} is not running ({status})", "already_stopped")
+        signum = int(getattr(_signal, config.reload_signal))
+        sent = ctx.manager.send_signal(sid, signum)
+        if sent is None and signal_group(pid, create_time, signum):
+            sent = pid  # another instance's process: its identity is checked all the same
+        if sent is None or sent != pid:
+            return fail(f"server {sid!r} (pid {pid}) is no longer running", "already_stopped", pid)
+        ctx.journal.event(sid, "reloaded", pid=pid, reason=f"sent {config.reload_signal}")
+        signals.send(signals.server_reloaded, ctx.sender, id=sid, pid=pid, signal=config.reload_signal,
+                     instance=ctx.instance.name)
+        return ActionResult(True, f"sent {config.reload_signal} to {sid!r} (pid {pid})", pid)
+
+    def restart_for(self, sid: str, reason: str) -> ActionResult:
+        """A restart procsync decided (a timetable, a memory limit): `reason` goes in the history."""
+        return self.restart(sid, reason=reason)
+
+    def restart(self, sid: str, reason: str = "restarted by request") -> ActionResult:
         """Stop `sid` if it runs, wait until its processes and ports are gone, start it again."""
         ctx = self.ctx
         with ctx.registry.lock:
@@ -181,13 +217,13 @@ class Stopper:
         if status == "stopping":
             return fail(f"server {sid!r} is stopping; try again once it has stopped",
                         "already_running", server.pid)
-        if status in (*ACTIVE, BACKOFF):
-            stopped = self.stop(sid, event="restarting", reason="restarted by request")
+        if status in (*ACTIVE, *PENDING):
+            stopped = self.stop(sid, event="restarting", reason=reason)
             if not stopped.success and stopped.code != "already_stopped":
                 return stopped
             self.restarter.wait_released(server, stopped.pid,
                                          timeout=server.config.stop_timeout + 5.0)
-        return self.starter.start(sid)
+        return self.start_again(sid)
 
 
 __all__ = ["Stopper"]

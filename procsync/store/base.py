@@ -29,7 +29,7 @@ from ..records import ProcessInfo
 from ..redact import redact_text, shown_command
 
 EVENTS = ("started", "stopped", "exited", "crashed", "restarting", "fatal", "orphan_killed", "adopted",
-          "not_adopted")
+          "not_adopted", "completed", "skipped", "reloaded", "memory_limit")
 HISTORY_PER_ID = 200  # events kept per id, oldest dropped first
 LOG_TAIL_LINES = 20  # log lines kept with one event
 LOG_LINE_CHARS = 500  # characters kept of one log line

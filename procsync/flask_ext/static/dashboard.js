@@ -12,6 +12,7 @@
   var servers = new Map(); // id -> status object
   var order = [];          // ids in the server's order
   var rows = new Map();    // id -> {tr, orphan, cells...}
+  var sections = new Map(); // group name ("" for the servers in no group) -> {tbody, head, ...}
   var selected = null;
   var lastEventId = null;
   var eventsAbort = null;
@@ -70,10 +71,29 @@
   function stateTone(state) {
     switch (state) {
       case "running": return "ok";
+      case "completed": return "done";     // a job that finished with a success code
+      case "waiting": return "wait";       // waits for its dependencies
       case "starting": case "stopping": case "backoff": return "warn";
+      case "skipped": return "skip";       // a dependency failed: see its message
       case "fatal": case "crashed": return "bad";
       default: return "idle";
     }
+  }
+
+  function isActive(s) {                 // a process runs, or a start is under way
+    return s.running || s.status === "starting" || s.status === "backoff" ||
+      s.status === "stopping" || s.status === "waiting";
+  }
+
+  function needsAttention(s) {
+    var tone = stateTone(s.status);
+    return tone === "bad" || tone === "skip" || s.orphaned;
+  }
+
+  function dependsText(s) {
+    var deps = s.depends_on || {};
+    var parts = Object.keys(deps).map(function (d) { return d + " (" + deps[d] + ")"; });
+    return parts.length ? "depends on: " + parts.join(", ") : "";
   }
 
   function healthTone(h) {
@@ -278,6 +298,14 @@
     if (name === "process_error" && data.error) {
       toast("Could not start " + (id || "a server"), data.error, "bad");
     }
+    if (name === "server_skipped") {
+      toast((servers.has(id) && servers.get(id).name || id) + " was skipped",
+            data.reason || "A dependency failed.", "bad");
+    }
+    if (name === "memory_limit_exceeded") {
+      toast((servers.has(id) && servers.get(id).name || id) + " passed its memory limit",
+            fmtBytes(data.rss) + " of " + fmtBytes(data.limit) + ": " + (data.action || ""), "bad");
+    }
   }
 
   function refreshSoon(id) {
@@ -286,7 +314,12 @@
       refreshTimers.delete(id);
       api("GET", "/servers/" + encodeURIComponent(id)).then(function (s) {
         if (!rows.has(id)) return;       // removed meanwhile
+        var before = servers.get(id);
         servers.set(id, s);
+        if (!before || (before.group || "") !== (s.group || "")) {
+          replaceAll(order.map(function (i) { return servers.get(i); }));  // moved to another group
+          return;
+        }
         renderRow(id);
         renderSummary();
       }).catch(function () { /* shown by the next snapshot */ });
@@ -315,17 +348,109 @@
     });
     servers = now;
     order = ids;
-    var tbody = $("rows");
+    // Sections: one per group, in the order of their first server, then the servers in no group.
+    var names = [];
+    ids.forEach(function (id) {
+      var g = now.get(id).group || "";
+      if (g && names.indexOf(g) < 0) names.push(g);
+    });
+    sections.forEach(function (sec, g) {
+      if (g && names.indexOf(g) < 0) { sec.tbody.remove(); sections.delete(g); }
+    });
+    var table = $("servers");
+    names.concat([""]).forEach(function (g) { table.appendChild(section(g).tbody); });
     ids.forEach(function (id) {
       if (!rows.has(id)) rows.set(id, buildRow(id));
       var r = rows.get(id);
+      var tbody = section(now.get(id).group || "").tbody;
       tbody.appendChild(r.tr);             // re-append keeps server order
       tbody.appendChild(r.orphan);
       renderRow(id);
     });
+    var ungrouped = section("");
+    ungrouped.head.hidden = !names.length || !ids.some(function (id) { return !now.get(id).group; });
+    sections.forEach(function (sec, g) { renderGroup(g); });
+    $("servers").classList.toggle("has-reload", ids.some(function (id) { return !!now.get(id).reload_signal; }));
     $("empty").hidden = ids.length > 0;
     if (selected !== null && !servers.has(selected)) closeDetail();
     renderSummary();
+  }
+
+  // ---------------------------------------------------------------- groups
+
+  function section(g) {
+    if (sections.has(g)) return sections.get(g);
+    var tbody = g ? el("tbody", "group") : $("rows");
+    tbody.setAttribute("data-group", g);
+    var head = el("tr", "group-head");
+    var th = el("th");
+    th.colSpan = 10;
+    th.scope = "rowgroup";
+    var bar = el("div", "group-bar");
+    var sec = { tbody: tbody, head: head, busy: false };
+    bar.appendChild(el("span", "group-name", g || "Not in a group"));
+    sec.count = el("span", "group-count muted");
+    bar.appendChild(sec.count);
+    if (g) {
+      var act = el("div", "actions");
+      ["start", "stop", "restart"].forEach(function (action) {
+        var label = action.charAt(0).toUpperCase() + action.slice(1);
+        var b = button(label, action === "start" ? "btn-primary" : "", function () { groupAct(g, action, b); });
+        b.setAttribute("data-group-action", action);
+        b.setAttribute("aria-label", label + " group " + g);
+        b.title = label + " every server of " + g + " in dependency order";
+        sec[action] = b;
+        act.appendChild(b);
+      });
+      bar.appendChild(act);
+    }
+    th.appendChild(bar);
+    head.appendChild(th);
+    tbody.insertBefore(head, tbody.firstChild);
+    sections.set(g, sec);
+    return sec;
+  }
+
+  function members(g) {
+    return order.filter(function (id) { var s = servers.get(id); return s && (s.group || "") === g; });
+  }
+
+  function renderGroup(g) {
+    var sec = sections.get(g);
+    if (!sec) return;
+    var ids = members(g);
+    var active = ids.filter(function (id) { return isActive(servers.get(id)); }).length;
+    var running = ids.filter(function (id) { return servers.get(id).running; }).length;
+    setText(sec.count, ids.length + (ids.length === 1 ? " server" : " servers") + " · " + running + " running");
+    if (!g) return;
+    sec.start.disabled = sec.busy || active === ids.length;
+    sec.stop.disabled = sec.busy || active === 0;
+    sec.restart.disabled = sec.busy;
+  }
+
+  function groupAct(g, action, btn) {
+    var sec = sections.get(g);
+    if (!sec || sec.busy) return;
+    sec.busy = true;
+    btn.setAttribute("aria-busy", "true");
+    renderGroup(g);
+    api("POST", "/groups/" + encodeURIComponent(g) + "/" + action, {}).then(function (res) {
+      toast("Group " + g + ": " + action + " done", resultsText(res.results), "ok");
+    }).catch(function (err) {
+      if (err.status === 401) return;
+      toast("Could not " + action + " group " + g, err.message, "bad");
+    }).then(function () {
+      sec.busy = false;
+      btn.removeAttribute("aria-busy");
+      members(g).forEach(refreshSoon);
+      renderGroup(g);
+    });
+  }
+
+  function resultsText(results) {
+    return Object.keys(results || {}).map(function (id) {
+      return id + ": " + results[id].message;
+    }).join("\n");
   }
 
   function renderSummary() {
@@ -334,7 +459,7 @@
       var s = servers.get(id);
       if (!s) return;
       if (s.running) running++;
-      if (stateTone(s.status) === "bad" || s.orphaned) trouble++;
+      if (needsAttention(s)) trouble++;
     });
     var text = order.length ? running + " of " + order.length + " running" : "";
     if (trouble) text += " · " + trouble + (trouble === 1 ? " needs" : " need") + " attention";
@@ -370,8 +495,14 @@
     nameBtn.addEventListener("click", function () { select(id); });
     r.nameBtn = nameBtn;
     nameTd.appendChild(nameBtn);
-    r.command = el("span", "sub");
-    nameTd.appendChild(r.command);
+    r.sub = el("span", "sub");           // second line: [job] id · depends on: ...
+    r.kind = el("span", "tag", "job");
+    r.kind.setAttribute("data-role", "kind");
+    r.kind.title = "A job: meant to run to its end";
+    r.command = el("span");
+    r.sub.appendChild(r.kind);
+    r.sub.appendChild(r.command);
+    nameTd.appendChild(r.sub);
     r.message = el("span", "message");
     nameTd.appendChild(r.message);
 
@@ -395,9 +526,12 @@
     r.start.setAttribute("data-action", "start");
     r.stop.setAttribute("data-action", "stop");
     r.restart.setAttribute("data-action", "restart");
+    r.reload = button("Reload", "", function () { act_(id, "reload", r.reload); });
+    r.reload.setAttribute("data-action", "reload");
     act.appendChild(r.start);
     act.appendChild(r.stop);
     act.appendChild(r.restart);
+    act.appendChild(r.reload);
     cell(tr, "cell-actions").appendChild(act);
 
     var orphan = el("tr", "orphan-row");
@@ -431,15 +565,24 @@
     r.tr.setAttribute("data-state", s.status);
     setText(r.name, s.name || s.id);
     r.swatch.style.background = s.color || "";
-    setText(r.command, s.name && s.name !== s.id ? s.id : "");
+    r.kind.hidden = s.kind !== "job";
+    var ended = !s.running && s.status !== "stopped" && s.last_exit_code !== null &&
+      s.last_exit_code !== undefined ? "exit code " + s.last_exit_code : "";
+    var sub = [s.name && s.name !== s.id ? s.id : "", ended, dependsText(s)].filter(Boolean).join(" · ");
+    setText(r.command, sub);
+    r.sub.title = sub;
     r.nameBtn.title = (s.command || "") + "\n(show log and history)";
-    var msg = !s.running && s.message ? s.message : "";
+    var tone = stateTone(s.status);
+    // a completed job's message only says it exited with a success code: its line shows instead
+    var msg = !s.running && tone !== "done" && s.message ? s.message : "";
     setText(r.message, msg);
     r.message.title = msg;
     r.message.hidden = !msg;
-    r.command.hidden = !!msg;            // two lines at most: the row height never changes
+    r.message.setAttribute("data-tone", tone);
+    r.sub.hidden = !!msg;                // two lines at most: the row height never changes
     setText(r.state, s.status);
-    r.state.setAttribute("data-tone", stateTone(s.status));
+    r.state.title = ended;
+    r.state.setAttribute("data-tone", tone);
     var live = s.running || s.status === "starting";
     setText(r.health, live ? s.health : "—");
     r.health.setAttribute("data-tone", live ? healthTone(s.health) : "idle");
@@ -450,16 +593,20 @@
     setText(r.mem, s.running ? fmtBytes(s.memory_rss) : "—");
     renderPorts(r, s);
     var busy = r.tr.getAttribute("data-busy") === "1";
-    var active = s.running || s.status === "starting" || s.status === "backoff" || s.status === "stopping";
+    var active = isActive(s);
     r.start.disabled = busy || active;
     r.stop.disabled = busy || !active;
     r.restart.disabled = busy || s.status === "stopping";
+    r.reload.hidden = !s.reload_signal;
+    r.reload.disabled = busy || !s.running;
+    r.reload.title = s.reload_signal ? "Send " + s.reload_signal + " (reload without a restart)" : "";
     r.orphan.hidden = !s.orphaned;
     if (s.orphaned) {
       setText(r.orphanText, "Port held by process " + s.orphaned_pid +
               ", which procsync does not manage. " + (s.name || s.id) + " cannot start until it is gone.");
     }
     r.tr.classList.toggle("selected", id === selected);
+    renderGroup(s.group || "");
   }
 
   function renderPorts(r, s) {
