@@ -7,6 +7,7 @@ Bounded for CI (a fixed, derandomized set of examples); set PROCSYNC_PROPERTY_EX
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 
 from procsync import ProcessStateStore, ServerConfig, SQLiteStateStore
 from procsync.config import SETTINGS_KEYS, ConfigFileError, HealthCheck, check_id, load_config
+from procsync.config.records import CONDITIONS, MEMORY_ACTIONS
 from procsync.errors import ConfigError
 
 EXAMPLES = int(os.environ.get("PROCSYNC_PROPERTY_EXAMPLES", "150"))
@@ -90,6 +92,18 @@ VALUES = {
     "log_file": TEXT,
     "log_max_bytes": NUMBER,
     "log_backups": NUMBER,
+    "kind": st.one_of(st.sampled_from(["server", "job", "daemon"]), TEXT),
+    "depends_on": st.one_of(st.lists(TEXT, max_size=3), st.dictionaries(TEXT, TEXT, max_size=3), TEXT),
+    "restart_dependents": SCALAR,
+    "group": TEXT,
+    "ready_log_line": st.one_of(TEXT, st.sampled_from(["(", "a{99999999999}", "x" * 5000])),
+    "memory_limit": st.one_of(INTS, FLOATS, TEXT, st.sampled_from(["512MB", "9" * 400 + "GB", "1.5 GiB"])),
+    "memory_action": TEXT,
+    "restart_schedule": st.one_of(TEXT, st.sampled_from(["03:00", "25:00", "every 0s", "* * * * *",
+                                                         "61 * * * *", "every 99999999999d"])),
+    "reload_signal": st.one_of(TEXT, INTS),
+    "success_exit_codes": st.one_of(st.lists(INTS, max_size=3), INTS),
+    "env_file": TEXT,
     **{name: NUMBER for name in DURATIONS},
 }
 PORT = st.integers(1, 65535)
@@ -116,6 +130,19 @@ GOOD = {
     "log_file": st.just("logs/x.log"),
     "log_max_bytes": st.integers(1, 1 << 30),
     "log_backups": st.integers(0, 100),
+    "kind": st.sampled_from(["server", "job"]),
+    "depends_on": st.one_of(st.lists(st.sampled_from(["db", "cache"]), max_size=2, unique=True),
+                            st.dictionaries(st.sampled_from(["db", "cache"]), st.sampled_from(CONDITIONS),
+                                            max_size=2)),
+    "restart_dependents": st.booleans(),
+    "group": st.sampled_from(["backend", "a.b-c_1"]),
+    "ready_log_line": st.sampled_from(["ready", r"Listening on \d+"]),
+    "memory_limit": st.one_of(st.integers(1, 1 << 40), st.sampled_from(["512MB", "1GiB", "512M", "1.5G"])),
+    "memory_action": st.sampled_from(MEMORY_ACTIONS),
+    "restart_schedule": st.sampled_from(["03:00", "every 6h", "0 4 * * sun", "*/15 * * * *"]),
+    "reload_signal": st.sampled_from(["HUP", "SIGUSR1", 10]),
+    "success_exit_codes": st.lists(st.integers(0, 255), min_size=1, max_size=3),
+    "env_file": st.just(".env"),
     **{name: SECONDS for name in DURATIONS},
 }
 MOSTLY_GOOD = st.tuples(
@@ -137,6 +164,12 @@ CONFIG_DICTS = st.one_of(
 
 def assert_runnable(config: ServerConfig, sid: str) -> None:
     """A config that validated can be exec'd as it is: the promise `check` makes."""
+    if config.env_file is not None:  # read at each start: a missing file refuses the start
+        try:
+            config.read_env_file(sid)
+        except ConfigError as err:
+            assert err.field == "env_file"
+        config = dataclasses.replace(config, env_file=None)
     spawn = config.to_spawn(sid)
     argv = spawn.argv()
     assert argv and all(isinstance(a, str) and "\0" not in a for a in argv)

@@ -437,7 +437,7 @@ class ServerConfig:
                                   f"must be a regular expression, not {_repr(self.ready_log_line)}")
             try:
                 re.compile(self.ready_log_line)
-            except re.error as err:
+            except (re.error, OverflowError, RecursionError) as err:  # "a{99999999999}": OverflowError
                 raise ConfigError(sid, "ready_log_line", f"is not a valid regular expression: {err}") from None
         if self.memory_limit is not None:
             try:

@@ -19,13 +19,19 @@ _FACTORS = {
 }
 
 
+#: The largest size accepted (1 PiB): larger is a typo, and would overflow byte counters.
+MAX_SIZE = 1 << 50
+
+
 def parse_size(value: int | str) -> int:
     """Bytes in `value` (an int, or a number with a unit); ValueError says what is wrong."""
     if isinstance(value, bool):
         raise ValueError(f"must be a size in bytes or a string such as '512MB', not {value!r}")
     if isinstance(value, int):
         if value <= 0:
-            raise ValueError(f"must be more than 0 bytes, not {value}")
+            raise ValueError("must be more than 0 bytes")
+        if value > MAX_SIZE:
+            raise ValueError("must be at most 1 PiB")
         return value
     if not isinstance(value, str):
         raise ValueError(f"must be a size in bytes or a string such as '512MB', not {value!r}")
@@ -33,7 +39,10 @@ def parse_size(value: int | str) -> int:
     factor = _FACTORS.get(match.group(2).lower()) if match else None
     if match is None or factor is None:
         raise ValueError(f"{value!r} is not a size (use bytes or a unit: kB, MB, GB, KiB, MiB, GiB, K, M, G)")
-    size = int(float(match.group(1)) * factor)
+    amount = float(match.group(1)) * factor
+    if amount > MAX_SIZE:  # also infinity, from a number of hundreds of digits
+        raise ValueError("must be at most 1 PiB")
+    size = int(amount)
     if size <= 0:
         raise ValueError(f"must be more than 0 bytes, not {value!r}")
     return size
@@ -49,4 +58,4 @@ def format_size(size: int) -> str:
     return f"{amount:.1f} TiB"
 
 
-__all__ = ["format_size", "parse_size"]
+__all__ = ["MAX_SIZE", "format_size", "parse_size"]
