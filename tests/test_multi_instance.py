@@ -231,16 +231,23 @@ def test_no_server_ever_runs_twice_across_200_random_actions(trio):
     assert answered[(True, None)] > 50  # the sequence did real work
     a = instances[0]
 
+    last: dict[str, object] = {}
+
     def settled():
         # all three agree, and on what really runs: a stop that raced another stop can
         # leave a "stopping" record until the leader records the death (DEAD_GRACE)
         views = [inst.call("status") for inst in instances]
+        counts = running_counts()
+        last.update(views=views, counts=dict(counts))
         if not all(v == views[0] for v in views):
             return None
-        counts = running_counts()
         return views if all(counts[sid] == (1 if views[0][sid]["running"] else 0) for sid in ids) else None
 
-    final = wait_until(settled, SEEN_WITHIN + DEAD_GRACE + 2 * SYNC_INTERVAL, "all three agree on what runs")[0]
+    try:
+        final = wait_until(settled, SEEN_WITHIN + DEAD_GRACE + 2 * SYNC_INTERVAL,
+                           "all three agree on what runs")[0]
+    except AssertionError as err:  # say what disagreed
+        raise AssertionError(f"{err}; last views {last['views']}, processes {last['counts']}") from None
     counts = running_counts()
     for sid in ids:
         view = final[sid]
