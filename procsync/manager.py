@@ -170,7 +170,7 @@ class ProcessManager:
             self._spawn_failed(config, str(err))
         if config.cwd is not None and not os.path.isdir(config.cwd):
             self._spawn_failed(config, f"working directory {config.cwd!r} does not exist")
-        log_path = Path(config.log_file) if config.log_file else self.log_dir / f"{config.id}.log"
+        log_path = Path(self.log_file_for(config.id, config.log_file))
         token = os.urandom(16).hex()
         env = child_environ(config.env)  # procsync's own secrets stay in procsync
         env[ID_VAR] = config.id
@@ -563,6 +563,10 @@ class ProcessManager:
             entry = self._entries.get(id)
             if entry is not None and entry.ended.is_set():
                 del self._entries[id]
+
+    def log_file_for(self, id: str, log_file: str | None = None) -> str:
+        """Where a spawn of `id` logs: its own `log_file`, else `<log_dir>/<id>.log`."""
+        return log_file or os.path.join(self.log_dir, f"{id}.log")
 
     def log_path(self, id: str) -> str | None:
         """The log file of `id`, if known."""

@@ -9,6 +9,7 @@ independent ones side by side; `stop_waves` is the reverse.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from ..errors import ConfigError
 from .records import ServerConfig
@@ -16,12 +17,8 @@ from .records import ServerConfig
 
 def dependencies(config: ServerConfig) -> dict[str, str]:
     """`config`'s dependencies, id -> condition ({} without any)."""
-    depends_on = config.depends_on  # a dict once validated (a list means "started" for each)
-    if not depends_on:
-        return {}
-    if isinstance(depends_on, Mapping):
-        return dict(depends_on)
-    return dict.fromkeys(depends_on, "started")
+    # ServerConfig turns a list into {id: "started"}: once validated it is a dict or None
+    return dict(cast("Mapping[str, str]", config.depends_on or {}))
 
 
 def check_graph(configs: Mapping[str, ServerConfig]) -> None:

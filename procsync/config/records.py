@@ -545,8 +545,6 @@ class ServerConfig:
             default = f.default if f.default is not dataclasses.MISSING else None
             if f.name != "command" and value == default:
                 continue
-            if f.name == "success_exit_codes" and tuple(value) == (0,):
-                continue
             if isinstance(value, HealthCheck):
                 value = value.to_dict()
             elif isinstance(value, tuple):

@@ -69,10 +69,10 @@ class _Parts:
         self.starter = Starter(ctx)
         self.stopper = Stopper(ctx)
         self.recovery = Recovery(ctx)
-        self.timetable = Timetable(ctx, ctx.clock)
+        self.timetable = Timetable(ctx)
         self.limits = Limits(ctx)
-        self.timetable.restart = self.stopper.restart_for
-        self.limits.restart = self.stopper.restart_for
+        self.timetable.restart = self.stopper.restart
+        self.limits.restart = self.stopper.restart
         self.limits.stop = self.stopper.stop
         self.starter.timetable = self.timetable
         self.ordering = Ordering(ctx)
@@ -463,9 +463,7 @@ class ServerOrchestrator:
     @property
     def configs(self) -> dict[str, ServerConfig]:
         """The registered configs, id -> ServerConfig, in registration order (a copy)."""
-        registry = self._ctx.registry
-        with registry.lock:
-            return {sid: s.config for sid, s in registry.servers.items()}
+        return self._ctx.registry.configs()
 
     # ------------------------------------------------------------ start, stop, restart
 
@@ -504,10 +502,7 @@ class ServerOrchestrator:
     def start_all(self) -> dict[str, ActionResult]:
         """Start every registered server in dependency order, independent ones together
         (waiting for each to be ready)."""
-        self._check_fork()
-        self._ensure_initialized()
-        self._refresh(None)
-        return self._parts.ordering.start(list(self.configs))
+        return self.start_servers(self.configs)
 
     def stop_all(self) -> dict[str, ActionResult]:
         """Stop every registered server in reverse dependency order, each wave gone before the
@@ -535,10 +530,7 @@ class ServerOrchestrator:
     def start_group(self, name: str) -> dict[str, ActionResult]:
         """Start the servers of group `name` (and what they need) in dependency order."""
         self._check_fork()
-        ids = self._group(name)
-        self._ensure_initialized()
-        self._refresh(None)
-        return self._parts.ordering.start(ids)
+        return self.start_servers(self._group(name))
 
     def stop_group(self, name: str) -> dict[str, ActionResult]:
         """Stop the servers of group `name` in reverse dependency order."""

@@ -39,7 +39,7 @@ class Limits:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.restart: Callable[[str, str], ActionResult]  # Stopper.restart_for(sid, reason)
+        self.restart: Callable[[str, str], ActionResult]  # Stopper.restart(sid, reason)
         self.stop: Callable[..., ActionResult]  # Stopper.stop(sid, event=..., reason=...)
         self._over: dict[str, int] = {}  # sid -> the generation a breach was handled in (registry lock)
 

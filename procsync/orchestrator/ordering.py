@@ -21,7 +21,6 @@ import threading
 from typing import TYPE_CHECKING
 
 from .. import signals
-from ..config import ServerConfig
 from ..config.graph import closure, dependencies, dependents, stop_waves
 from ..records import ActionResult
 from .context import Context
@@ -114,10 +113,6 @@ class Ordering:
         self.starter: Starter
         self.stopper: Stopper
 
-    def _configs(self) -> dict[str, ServerConfig]:
-        with self.ctx.registry.lock:
-            return {sid: s.config for sid, s in self.ctx.registry.servers.items()}
-
     # ------------------------------------------------------------ starting
 
     def start(self, ids: list[str], wait: bool = True, *, restart: bool = False) -> dict[str, ActionResult]:
@@ -125,7 +120,7 @@ class Ordering:
 
         Without `wait`, the plan runs in the background and each id answers at once.
         """
-        configs = self._configs()
+        configs = self.ctx.registry.configs()
         plan = closure(ids, configs)
         if not any(configs[sid].depends_on for sid in plan):
             return self.starter.start_many(ids, wait=wait, restart=restart)
@@ -263,7 +258,7 @@ class Ordering:
     def stop(self, ids: list[str], *, event: str = "stopped",
              reason: str = "stopped by request") -> dict[str, ActionResult]:
         """Stop `ids` in reverse dependency order, each wave gone before the next is signalled."""
-        configs = self._configs()
+        configs = self.ctx.registry.configs()
         results: dict[str, ActionResult] = {}
         for wave in stop_waves([sid for sid in ids if sid in configs], configs):
             results.update(self.stopper.stop_many(wave, event=event, reason=reason))
@@ -289,7 +284,7 @@ class Ordering:
 
     def restart_dependents(self, sid: str) -> None:
         """`sid` was restarted and is ready: restart the servers that depend on it and run."""
-        configs = self._configs()
+        configs = self.ctx.registry.configs()
         registry = self.ctx.registry
         with registry.lock:
             users = [d for d in dependents(sid, configs)

@@ -61,6 +61,11 @@ class Registry:
         with self.lock:
             return tuple(self.servers)
 
+    def configs(self) -> dict[str, Any]:
+        """The registered configs, id -> ServerConfig, in registration order (a copy)."""
+        with self.lock:
+            return {sid: s.config for sid, s in self.servers.items()}
+
     def snapshot(self, server: ServerState) -> ServerState:
         """A copy of `server` to read outside the lock (call under the lock)."""
         return dataclasses.replace(server, ended=dict(server.ended))

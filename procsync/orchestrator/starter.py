@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -185,8 +184,7 @@ class Starter:
         except ConfigError as err:
             return self.abort(start, str(err), "bad_config")
         if config.ready_log_line is not None:  # only what is written from now on counts
-            start.log_offset = LineWatch.size_of(
-                spawn.log_file or os.path.join(ctx.manager.log_dir, f"{sid}.log"))
+            start.log_offset = LineWatch.size_of(ctx.manager.log_file_for(sid, spawn.log_file))
         try:
             record = ctx.store.get_process(sid)
         except Exception:
@@ -392,7 +390,7 @@ class Starter:
         config = server.config
         watch = None
         if config.ready_log_line is not None:
-            path = info.log_file or os.path.join(self.ctx.manager.log_dir, f"{server.id}.log")
+            path = self.ctx.manager.log_file_for(server.id, info.log_file)
             watch = LineWatch(path, config.ready_log_line, start.log_offset if start else 0)
         try:
             return self._await(server, gen, info, watch, start.restart if start else False)

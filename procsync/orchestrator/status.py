@@ -202,7 +202,7 @@ class StatusView:
         return self.ctx.manager.log_path(id) or server.log_file or self.default_log(id, server.config)
 
     def default_log(self, sid: str, config: ServerConfig) -> str | None:
-        path = config.log_file or os.path.join(self.ctx.manager.log_dir, f"{sid}.log")
+        path = self.ctx.manager.log_file_for(sid, config.log_file)
         return path if os.path.exists(path) else None
 
     def tail_log(self, id: str, lines: int = 100) -> list[str]:

@@ -202,12 +202,10 @@ class Stopper:
                      instance=ctx.instance.name)
         return ActionResult(True, f"sent {config.reload_signal} to {sid!r} (pid {pid})", pid)
 
-    def restart_for(self, sid: str, reason: str) -> ActionResult:
-        """A restart procsync decided (a timetable, a memory limit): `reason` goes in the history."""
-        return self.restart(sid, reason=reason)
-
     def restart(self, sid: str, reason: str = "restarted by request") -> ActionResult:
-        """Stop `sid` if it runs, wait until its processes and ports are gone, start it again."""
+        """Stop `sid` if it runs, wait until its processes and ports are gone, start it again.
+
+        `reason` goes in the history (a timetable or a memory limit gives its own)."""
         ctx = self.ctx
         with ctx.registry.lock:
             server = ctx.registry.servers.get(sid)

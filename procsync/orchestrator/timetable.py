@@ -6,7 +6,7 @@ next due time after now, by the orchestrator's wall clock (`ctx.clock`, an
 aware datetime; tests inject one that runs from a chosen moment). When it
 is due, the job checks under the registry lock that the server is still
 in the generation it was armed for and is running, and hands a graceful
-restart (`Stopper.restart_for`, history "restarting" with the reason) to a
+restart (`Stopper.restart`, history "restarting" with the reason) to a
 worker thread; that restart's start arms the next job. A stop, a crash or
 any other start moves the generation on, so the job lapses and nothing is
 cancelled by hand.
@@ -47,25 +47,22 @@ class _Job:
 class Timetable:
     """Schedules each running server's next timetabled restart on the orchestrator's scheduler.
 
-    `clock` must advance like a clock: a job runs once `clock()` reaches
-    its due time.
+    The orchestrator's `ctx.clock` must advance like a clock: a job runs
+    once it reaches its due time.
     """
 
-    def __init__(self, ctx: Context, clock: Callable[[], datetime]) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.clock = clock
-        self.restart: Callable[[str, str], ActionResult]  # Stopper.restart_for(sid, reason)
+        self.restart: Callable[[str, str], ActionResult]  # Stopper.restart(sid, reason)
         self._last_due: dict[str, datetime] = {}  # sid -> the due time of its last restart (registry lock)
 
-    def arm(self, sid: str, gen: int, config: ServerConfig, *, since: datetime | None = None) -> None:
+    def arm(self, sid: str, gen: int, config: ServerConfig) -> None:
         """A start of `sid` (generation `gen`) spawned, or its process was adopted: schedule its
         next timetabled restart.
 
         Call it outside the registry lock. The next due time is counted from
         now, or from the restart that just ran if the clock still reads
-        before it, so one due time never restarts a server twice. `since`
-        (an adopted process's start time) is where an interval counts from
-        instead; an interval already over is due at once.
+        before it, so one due time never restarts a server twice.
         """
         if config.restart_schedule is None:
             return
@@ -74,26 +71,23 @@ class Timetable:
         except ValueError as err:
             log.error("server %r: restart_schedule: %s; no timetabled restarts", sid, err)
             return
-        moment = self.clock()
+        moment = self.ctx.clock()
         with self.ctx.registry.lock:
             last = self._last_due.get(sid)
-        if schedule.every is not None and since is not None:
-            due = max(schedule.next_after(since), moment)
-        else:
-            if last is not None and last > moment:
-                moment = last
-            due = schedule.next_after(moment)
+        if last is not None and last > moment:
+            moment = last
+        due = schedule.next_after(moment)
         log.debug("server %r: next timetabled restart at %s (%s)", sid, due.isoformat(),
                   schedule.describe())
         self._wait(_Job(sid, gen, config.restart_schedule, schedule, due))
 
     def _wait(self, job: _Job) -> None:
-        delay = (job.due - self.clock()).total_seconds()
+        delay = (job.due - self.ctx.clock()).total_seconds()
         self.ctx.scheduler.call_later(min(max(delay, 0.0), RECHECK), self._due, job)
 
     def _due(self, job: _Job) -> None:
         """On the scheduler thread (must not block): restart now, wait on, or lapse."""
-        early = (job.due - self.clock()).total_seconds()
+        early = (job.due - self.ctx.clock()).total_seconds()
         registry = self.ctx.registry
         with registry.lock:
             server = registry.servers.get(job.sid)
