@@ -27,7 +27,12 @@ supervisord and circus are taken from $BENCH_VENV/bin, PM2 from $PM2_BIN;
 by default from bench/.tools, which `bash bench/setup-tools.sh` fills. A
 tool that is missing is skipped.
 
-Run: python bench/bench_footprint.py [--children 20] [--window 20]
+A sweep gives one result per count per tool (RSS against the number of
+servers): `--children 20,50,100,200` runs every tool at 20, then at 50, ...
+
+Run: python bench/bench_footprint.py [--children 20[,50,...]] [--window 20]
+     [--json PATH] [--plot]
+(results go to bench/results/footprint.json; --plot redraws docs/bench/ after)
 """
 
 from __future__ import annotations
@@ -46,7 +51,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from others import CIRCUSD, PM2, SUPERVISORD, free_port
+from others import (
+    CIRCUSD,
+    PM2,
+    SUPERVISORD,
+    default_json,
+    free_port,
+    plot_now,
+    tool_version,
+    write_results,
+)
 
 MARK = "PROCSYNC_FOOTPRINT_MARK"
 RUN = uuid.uuid4().hex[:12]  # every marker of this run starts with it
@@ -341,31 +355,22 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--children", type=int, default=20, help="children per tool (default 20)")
-    parser.add_argument("--window", type=float, default=20.0, help="idle window, seconds (default 20)")
-    args = parser.parse_args()
-    if args.children < 1 or args.window <= 0:
-        parser.error("--children must be >= 1 and --window > 0")
-    results: dict[str, Footprint] = {}
-    notes: dict[str, str] = {}
-    began = time.monotonic()
+def counts(text: str) -> list[int]:
+    """`--children`: one count or a comma-separated sweep, each >= 1."""
     try:
-        for name, start, binary, note in TOOLS:
-            if binary is not None and not binary.exists():
-                print(f"skipping {name}: {binary} is not installed", file=sys.stderr)
-                continue
-            results[name] = run_tool(name, start, args.children, args.window)
-            notes[name] = note
-    finally:
-        left = kill_leftovers(RUN)
-        if left:
-            print(f"killed leftover children {left}", file=sys.stderr)
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from err
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every count must be >= 1")
+    return values
+
+
+def report(count: int, window: float, results: dict[str, Footprint], notes: dict[str, str]) -> None:
     mib = 1024 * 1024
-    base = results["procsync"]
-    print(f"supervisor footprint, {args.children} children each (sleep, auto-restart on), "
-          f"idle window {args.window:g} s, total {time.monotonic() - began:.0f} s")
+    base = results.get("procsync", next(iter(results.values())))
+    print(f"supervisor footprint, {count} children each (sleep, auto-restart on), "
+          f"idle window {window:g} s")
     print(f"{'tool':12} {'procs':>5} {'RSS MiB':>8} {'x':>5} {'USS MiB':>8} {'x':>5} "
           f"{'idle CPU %':>10} {'x':>5} {'restart':>7}  settings")
     for name, r in results.items():
@@ -374,9 +379,51 @@ def main() -> None:
               f"{ratio(r.uss, base.uss):>5} {r.cpu_percent:10.3f} "
               f"{ratio(r.cpu_percent, base.cpu_percent):>5} {'ok' if r.restart_ok else 'NO':>7}  "
               f"{notes[name]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--children", type=counts, default=[20],
+                        help="children per tool, or a sweep such as 20,50,100,200 (default 20)")
+    parser.add_argument("--window", type=float, default=20.0, help="idle window, seconds (default 20)")
+    parser.add_argument("--json", type=Path, default=default_json("footprint"),
+                        help="where to write the results (default bench/results/footprint.json)")
+    parser.add_argument("--plot", action="store_true",
+                        help="then redraw the charts in docs/bench/ (python bench/plot.py)")
+    args = parser.parse_args()
+    if args.window <= 0:
+        parser.error("--window must be > 0")
+    results: dict[int, dict[str, Footprint]] = {}
+    notes: dict[str, str] = {}
+    began = time.monotonic()
+    try:
+        for count in args.children:
+            results[count] = {}
+            for name, start, binary, note in TOOLS:
+                if binary is not None and not binary.exists():
+                    print(f"skipping {name}: {binary} is not installed", file=sys.stderr)
+                    continue
+                results[count][name] = run_tool(name, start, count, args.window)
+                notes[name] = note
+                print(f"  {name} at {count}: done", file=sys.stderr)
+    finally:
+        left = kill_leftovers(RUN)
+        if left:
+            print(f"killed leftover children {left}", file=sys.stderr)
+    for count, by_tool in results.items():
+        report(count, args.window, by_tool, notes)
     tick = 100.0 / os.sysconf("SC_CLK_TCK") / args.window
-    print("x = ratio to procsync; procs = supervisor processes measured (children excluded); "
-          f"CPU % of one core, resolution {tick:.3f} %")
+    print(f"total {time.monotonic() - began:.0f} s; x = ratio to procsync; procs = supervisor "
+          f"processes measured (children excluded); CPU % of one core, resolution {tick:.3f} %")
+    versions = {name: tool_version(name) for name in notes}
+    rows = [{"tool": name, "version": versions[name], "settings": notes[name], "children": count,
+             "procs": r.procs, "rss_bytes": r.rss, "uss_bytes": r.uss,
+             "idle_cpu_percent": round(r.cpu_percent, 4), "restart_ok": r.restart_ok}
+            for count, by_tool in results.items() for name, r in by_tool.items()]
+    write_results(args.json, "footprint", {"children": args.children, "window_s": args.window,
+                                           "cpu_resolution_percent": round(tick, 4)}, rows)
+    if args.plot:
+        plot_now()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ supervisord and circus are taken from $BENCH_VENV/bin, PM2 from $PM2_BIN;
 by default from bench/.tools, which `bash bench/setup-tools.sh` fills. A
 tool that is missing is skipped.
 
-Run: python bench/bench_restart.py [--kills 20]
+Run: python bench/bench_restart.py [--kills 20] [--json PATH] [--plot]
+(results go to bench/results/restart.json; --plot redraws docs/bench/ after)
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from others import CIRCUSD, PM2, SUPERVISORD, free_port
+from others import (
+    CIRCUSD,
+    PM2,
+    SUPERVISORD,
+    default_json,
+    free_port,
+    plot_now,
+    tool_version,
+    write_results,
+)
 
 SETTLE = 1.5  # seconds between kills: past supervisord's startsecs=1 and our stable_after
 
@@ -154,6 +164,10 @@ def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=default_json("restart"),
+                        help="where to write the results (default bench/results/restart.json)")
+    parser.add_argument("--plot", action="store_true",
+                        help="then redraw the charts in docs/bench/ (python bench/plot.py)")
     args = parser.parse_args()
     runners = [
         ("procsync", bench_procsync, "autorestart=always"),
@@ -182,10 +196,18 @@ def main() -> None:
     base = statistics.median(results["procsync"])
     print(f"crash-to-restart latency (kill -9 -> replacement running), {args.kills} kills each")
     print(f"{'tool':12} {'median ms':>10} {'p90 ms':>10} {'x procsync':>11}  settings")
+    rows = []
     for name, samples in results.items():
         med = statistics.median(samples)
         p90 = statistics.quantiles(samples, n=10)[-1] if len(samples) > 1 else med
         print(f"{name:12} {med * 1000:10.2f} {p90 * 1000:10.2f} {med / base:11.1f}  {notes[name]}")
+        rows.append({"tool": name, "version": tool_version(name), "settings": notes[name],
+                     "kills": len(samples), "median_ms": round(med * 1000, 3),
+                     "p90_ms": round(p90 * 1000, 3),
+                     "samples_ms": [round(s * 1000, 3) for s in samples]})
+    write_results(args.json, "restart", {"kills": args.kills, "settle_s": SETTLE}, rows)
+    if args.plot:
+        plot_now()
 
 
 if __name__ == "__main__":

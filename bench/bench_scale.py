@@ -25,7 +25,8 @@ skipped. Nothing is left running: daemons are stopped, marked children
 killed, even on failure.
 
 Run: python bench/bench_scale.py [--servers 200] [--idle-seconds 30]
-     [--tools procsync,procsync-off,supervisord,circus,pm2]
+     [--tools procsync,procsync-off,supervisord,circus,pm2] [--json PATH] [--plot]
+(results go to bench/results/scale.json; --plot redraws docs/bench/ after)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from fleet import (
     timed,
     wait_gone,
 )
+from others import default_json, plot_now, tool_version, write_results
 
 START_DEADLINE = 180.0
 STOP_DEADLINE = 180.0
@@ -121,6 +123,10 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds between the start and the idle window (default 2)")
     parser.add_argument("--tools", default="procsync,procsync-off,supervisord,circus,pm2")
+    parser.add_argument("--json", type=Path, default=default_json("scale"),
+                        help="where to write the results (default bench/results/scale.json)")
+    parser.add_argument("--plot", action="store_true",
+                        help="then redraw the charts in docs/bench/ (python bench/plot.py)")
     args = parser.parse_args()
     if args.servers < 1 or args.idle_seconds <= 0:
         parser.error("--servers must be >= 1 and --idle-seconds > 0")
@@ -143,6 +149,18 @@ def main() -> None:
               f"{r.idle_cpu:14.3f} {ratio(r.idle_cpu, base.idle_cpu):>6}  {note}")
     tick = 30.0 / os.sysconf("SC_CLK_TCK") / args.idle_seconds
     print(f"x = ratio to procsync (default checks); CPU resolution {tick:.3f} s per 30 s")
+    rows = [{"tool": key, "version": tool_version(key), "settings": note, "servers": args.servers,
+             "start_running_s": round(r.start_running, 4),
+             "start_returned_s": round(r.start_returned, 4),
+             "stop_gone_ms": round(r.stop_gone * 1000, 2),
+             "stop_returned_ms": round(r.stop_returned * 1000, 2),
+             "idle_cpu_s_per_30s": round(r.idle_cpu, 4)}
+            for key, (r, note) in results.items()]
+    write_results(args.json, "scale", {"servers": args.servers, "idle_seconds": args.idle_seconds,
+                                       "settle_s": args.settle,
+                                       "cpu_resolution_s_per_30s": round(tick, 4)}, rows)
+    if args.plot:
+        plot_now()
 
 
 if __name__ == "__main__":

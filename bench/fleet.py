@@ -302,6 +302,7 @@ class Tool:
 
     name = "tool"
     root: int  # the supervising process (children excluded) whose CPU is measured
+    location = "?"  # where the tool's code came from (Procsync: procsync's __file__)
 
     def start_all(self) -> None:
         raise NotImplementedError

@@ -17,7 +17,15 @@ from .errors import (
 from .manager import ProcessManager
 from .monitor import ProcessMonitor
 from .orchestrator import ServerOrchestrator
-from .records import ActionResult, KillResult, ProcessInfo, ProcessStatus, ServerStatus
+from .records import (
+    ActionResult,
+    KillResult,
+    ProcessInfo,
+    ProcessStatus,
+    ResourceHistory,
+    ResourceMark,
+    ServerStatus,
+)
 from .store import (
     HistoryEntry,
     ProcessStateStore,
@@ -45,6 +53,8 @@ __all__ = [
     "ProcessStateStore",
     "ProcessStatus",
     "ProtectedProcessError",
+    "ResourceHistory",
+    "ResourceMark",
     "SQLiteStateStore",
     "ServerConfig",
     "ServerOrchestrator",

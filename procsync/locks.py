@@ -38,8 +38,10 @@ ORDER: tuple[str, ...] = (
     "manager",  # the process table of a ProcessManager (a claim spawns inside the store lock)
     "logs.rotator",  # the log rotator's thread
     "monitor",  # the monitor's watches and statuses
+    "series",  # the resource history rings
     "ports",  # the cached port scan
     "redact",  # the cache of masked commands
+    "timing",  # one DurationMeter's figures (taken alone)
 )
 RANK = {name: rank for rank, name in enumerate(ORDER)}
 

@@ -7,7 +7,9 @@ whole process tree use. Port and tcp probes share one selector and
 http/command checks run on a small pool, all at once, so a tick costs about
 one timeout however many ports hang. Results become `ProcessStatus`
 records; changes are announced with `status_change` and `process_died`,
-and every tick with `health_check`.
+and every tick with `health_check`. Each tick's figures also go into
+`series`, the bounded in-memory resource history of every server
+(procsync.series), and each tick's duration into `tick_time`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from .errors import ConfigError
 from .health import DEFAULT_HOST, STOP_SLICE, probe_tcp, run_health_check
 from .locks import ordered_lock
 from .proctree import ParentLinks, Usage, clock_ticks, same_identity, ticks_to_time, usage_of
-from .records import ProcessInfo, ProcessStatus
+from .records import ProcessInfo, ProcessStatus, ResourceHistory
+from .series import DEFAULT_WINDOW, SeriesBook
+from .timing import DurationMeter
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,8 @@ class ProcessMonitor:
     `manager` needs `get_all_processes()` and `get_process(id)`; its
     `process_exit` signal tells the monitor about exits it has already
     reported, so `process_died` only announces deaths nobody else saw.
+    `history` is how many seconds of samples `series` keeps per server (0:
+    none).
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class ProcessMonitor:
         interval: float = 3.0,
         port_timeout: float = 1.0,
         unresponsive_after: int = 3,
+        history: float = DEFAULT_WINDOW,
     ) -> None:
         if not callable(getattr(manager, "get_all_processes", None)):
             raise TypeError("manager: needs get_all_processes() and get_process(id)")
@@ -103,6 +110,8 @@ class ProcessMonitor:
         self.interval = _interval(interval)
         self.port_timeout = _positive("port_timeout", port_timeout)
         self.unresponsive_after = unresponsive_after
+        self.series = SeriesBook(history, self.interval)  # what the ticks saw, per server
+        self.tick_time = DurationMeter()  # how long each periodic tick took
         self._lock = ordered_lock("monitor")
         self._watches: dict[str, _Watch] = {}
         self._ignored: set[str] = set()
@@ -152,6 +161,7 @@ class ProcessMonitor:
             self._ignored.add(id)
             self._statuses.pop(id, None)
             self._versions.pop(id, None)
+        self.series.forget(id)
 
     # ------------------------------------------------------------ reading
 
@@ -173,6 +183,10 @@ class ProcessMonitor:
         with self._lock:
             return list(self._statuses.values())
 
+    def get_history(self, id: str, since: float | None = None) -> ResourceHistory:
+        """`id`'s resource samples since `since` (unix seconds; default: the whole window)."""
+        return self.series.history(id, since)
+
     # ------------------------------------------------------------ thread
 
     def start(self, interval: float | None = None) -> None:
@@ -187,6 +201,7 @@ class ProcessMonitor:
             if interval is not None:
                 self.interval = _interval(interval)
             off = self.interval == 0
+            self.series.configure(interval=self.interval)
             if self._thread is not None and not off:
                 return
         if off:
@@ -230,7 +245,8 @@ class ProcessMonitor:
             self._wake.clear()
             started = time.monotonic()
             try:
-                self._tick(stop)
+                with self.tick_time.time():
+                    self._tick(stop)
             except Exception:
                 log.exception("monitor tick failed")
             next_at = started + self.interval
@@ -259,7 +275,8 @@ class ProcessMonitor:
         if stop is not None and stop.is_set():
             return []
         self._await_exit_reports(looks, stop)
-        statuses, changes, deaths = self._apply(seq, looks, watches)
+        statuses, changes, deaths, samples = self._apply(seq, looks, watches)
+        self.series.record(samples)
         for previous, status in changes:
             signals.send(signals.status_change, self, id=status.id, pid=status.pid,
                          previous=previous, current=status.health, status=status)
@@ -448,12 +465,14 @@ class ProcessMonitor:
 
     def _apply(
         self, seq: int, looks: dict[str, _Look], watches: dict[str, _Watch]
-    ) -> tuple[list[ProcessStatus], list[tuple[str, ProcessStatus]], list[tuple[ProcessStatus, int | None]]]:
-        """Turn the tick's looks into statuses under the lock; collect what changed."""
+    ) -> tuple[list[ProcessStatus], list[tuple[str, ProcessStatus]],
+               list[tuple[ProcessStatus, int | None]], list[Any]]:
+        """Turn the tick's looks into statuses under the lock; collect what changed and the samples."""
         now = datetime.now(UTC)
         wall = time.time()
         changes: list[tuple[str, ProcessStatus]] = []
         deaths: list[tuple[ProcessStatus, int | None]] = []
+        samples: list[tuple[str, int | None, float, int, str, int, int]] = []
         with self._lock:
             fresh: dict[str, ProcessStatus] = {}
             for id, look in looks.items():
@@ -466,6 +485,9 @@ class ProcessMonitor:
                 status = self._status(look, previous, watches.get(id, _Watch()), now, wall)
                 fresh[id] = status
                 self._versions[id] = seq
+                samples.append((id, status.pid if status.alive else None, status.cpu_percent,
+                                status.memory_rss, status.health, sum(status.ports.values()),
+                                len(look.info.ports)))
                 before = previous.health if previous is not None else "unknown"
                 if status.health != before:
                     changes.append((before, status))
@@ -486,7 +508,7 @@ class ProcessMonitor:
             self._statuses = fresh
             for id in [i for i in self._reported if i not in looks]:
                 del self._reported[id]
-            return list(fresh.values()), changes, deaths
+            return list(fresh.values()), changes, deaths, samples
 
     def _status(self, look: _Look, previous: ProcessStatus | None, watch: _Watch,
                 now: datetime, wall: float) -> ProcessStatus:
@@ -514,8 +536,16 @@ class ProcessMonitor:
 
     # ------------------------------------------------------------ manager events
 
-    def _on_process_exit(self, sender: Any, *, id: str, pid: int, **extra: Any) -> None:
+    def _on_process_exit(self, sender: Any, *, id: str, pid: int, exit_code: int | None = None,
+                         signal: str | None = None, expected: bool = False, **extra: Any) -> None:
         """The manager saw `id` end: mark it dead now (it reports the exit itself)."""
+        if expected:
+            detail = f"pid {pid} stopped"
+        elif signal:
+            detail = f"pid {pid} was killed by {signal}"
+        else:
+            detail = f"pid {pid} exited with code {exit_code}"
+        self.series.mark(id, "exit", pid, detail)
         with self._lock:
             self._reported[id] = pid
             previous = self._statuses.get(id)

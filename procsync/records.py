@@ -112,4 +112,54 @@ class ServerStatus:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
 
-__all__ = ["ActionResult", "KillResult", "ProcessInfo", "ProcessStatus", "ServerStatus"]
+@dataclass(frozen=True, slots=True)
+class ResourceMark:
+    """A moment on a server's resource history: "start" (a new pid), "exit" or "health" (a change)."""
+
+    time: float  # unix seconds
+    kind: str  # "start" | "exit" | "health"
+    pid: int | None
+    detail: str  # e.g. "pid 4242 exited with code 3", "healthy -> unhealthy"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values under the same keys."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceHistory:
+    """One server's recent monitor samples, oldest first, as parallel columns.
+
+    Sample i was taken at `times[i]` (unix seconds) and saw `cpu_percent[i]`
+    (of one core, the whole process tree), `memory_rss[i]` (bytes, whole
+    tree), `health[i]`, `ports_up[i]` of `ports_total[i]` configured ports
+    accepting connections, and `pids[i]` (None: not running). `window` is
+    how many seconds of samples are kept; `interval` the monitor's tick.
+    """
+
+    id: str
+    interval: float
+    window: float
+    times: tuple[float, ...] = ()
+    cpu_percent: tuple[float, ...] = ()
+    memory_rss: tuple[int, ...] = ()
+    health: tuple[str, ...] = ()
+    ports_up: tuple[int, ...] = ()
+    ports_total: tuple[int, ...] = ()
+    pids: tuple[int | None, ...] = ()
+    marks: tuple[ResourceMark, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: columns as lists, marks as dicts."""
+        out: dict[str, Any] = {f.name: list(getattr(self, f.name)) for f in fields(self)
+                               if f.name not in ("id", "interval", "window", "marks")}
+        out.update(id=self.id, interval=self.interval, window=self.window,
+                   marks=[mark.to_dict() for mark in self.marks])
+        return out
+
+
+__all__ = ["ActionResult", "KillResult", "ProcessInfo", "ProcessStatus", "ResourceHistory",
+           "ResourceMark", "ServerStatus"]

@@ -1,19 +1,22 @@
 """The dashboard page in headless Chromium: log in, start a server by clicking, watch it run, stop it;
-start and stop a group with its own buttons; reload a server."""
+start and stop a group with its own buttons; reload a server; the resource sparklines and chart,
+live from the event stream."""
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from helpers import free_port, listener_code, python_cmd
+from helpers import free_port, listener_code, python_cmd, wait_until
 from werkzeug.serving import make_server
 
 from procsync import ServerOrchestrator
 from procsync.flask_ext import ProcSync
+from procsync.flask_ext.events import hub_for
 
 CHROMIUM = os.environ.get("PROCSYNC_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("PROCSYNC_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -33,22 +36,34 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+# Some work for the charts to show: CPU that rises and falls, memory that grows and is let go.
 WORKER = (
-    "import signal, time\n"
+    "import math, signal, time\n"
     "signal.signal(signal.SIGHUP, lambda *_: print('worker: config reloaded', flush=True))\n"
     "print('worker: connected to queue', flush=True)\n"
-    "n = 0\n"
+    "n, held = 0, []\n"
     "while True:\n"
     "    n += 1\n"
-    "    print(f'worker: job {n} done in 12 ms', flush=True)\n"
-    "    time.sleep(0.5)\n"
+    "    busy = 0.1 * (0.05 + 0.12 * (1 + math.sin(n / 12)))\n"
+    "    end = time.perf_counter() + busy\n"
+    "    while time.perf_counter() < end:\n"
+    "        pass\n"
+    "    if n % 4 == 0:\n"
+    "        if len(held) < 24:\n"
+    "            held.append(b'x' * (1 << 20))\n"
+    "        else:\n"
+    "            held.clear()\n"
+    "    if n % 5 == 0:\n"
+    "        print(f'worker: job {n // 5} done in {busy * 1000:.0f} ms', flush=True)\n"
+    "    time.sleep(0.1 - busy)\n"
 )
+
 MIGRATE = "print('migrate: 3 migrations applied', flush=True)\n"
 
 
 @pytest.fixture
 def site(tmp_path):
-    orch = ServerOrchestrator(tmp_path / "state.json", interval=0.5, log_dir=tmp_path / "logs")
+    orch = ServerOrchestrator(tmp_path / "state.json", interval=0.2, log_dir=tmp_path / "logs")
     web_port, api_port = free_port(), free_port()
     orch.register_servers({
         "migrate": {"name": "Migrations", "command": python_cmd(MIGRATE), "kind": "job",
@@ -134,9 +149,6 @@ def test_dashboard_starts_and_stops_a_server_live(site, browser):
     wait.until(lambda d: "started" in d.find_element(By.ID, "history").text)
     wait.until(lambda d: d.find_element(
         By.CSS_SELECTOR, 'tr.server[data-id="web"] .cell-pid').text.isdigit())
-    browser.execute_script("document.querySelectorAll('.toast').forEach(t => t.remove());")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(SCREENSHOT))
 
     # An error from the API is shown as a toast with its message.
     # (enable and click in one script: a live update between the two would disable it again)
@@ -150,7 +162,6 @@ def test_dashboard_starts_and_stops_a_server_live(site, browser):
     wait.until(lambda d: state_of(d, "web") == "stopped")
     assert not orch.get_server("web").running
     assert browser.execute_script("return window.__noReload;") == 1
-    assert SCREENSHOT.stat().st_size > 10_000
 
 
 def test_dashboard_groups_servers_and_starts_a_group(site, browser):
@@ -215,3 +226,105 @@ def test_dashboard_groups_servers_and_starts_a_group(site, browser):
     wait.until(lambda d: state_of(d, "web") == "stopped" and state_of(d, "api") == "stopped")
     assert not orch.get_server("web").running and not orch.get_server("api").running
     assert orch.get_server("worker").running
+
+
+def points(driver, css: str) -> int:
+    """How many points the SVG path `css` draws (one M or L command each)."""
+    found = driver.find_elements(By.CSS_SELECTOR, css)
+    return len(re.findall(r"[ML]", found[0].get_attribute("d") or "")) if found else 0
+
+
+def metrics_requests(driver, server_id: str) -> int:
+    """How many times the page has asked for `server_id`'s resource history."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/servers/' + arguments[0] + '/metrics')).length;", server_id)
+
+
+def test_dashboard_charts_cpu_and_memory_live(site, browser):
+    orch, url = site
+    wait = WebDriverWait(browser, 30)
+    browser.get(url)
+    log_in(browser, wait)
+    browser.execute_script("performance.setResourceTimingBufferSize(100000);")
+    orch.start_group("app")
+    orch.start_server("worker")
+    wait.until(lambda d: all(state_of(d, s) == "running" for s in ("web", "api", "worker")))
+
+    # Each row: two sparklines, filled from the history route and then from health_check events.
+    worker = 'tr.server[data-id="worker"] '
+    cpu_spark, mem_spark = worker + ".spark-cpu", worker + ".spark-mem"
+    wait.until(lambda d: points(d, cpu_spark + " .spark-line") > 2 and points(d, mem_spark + " .spark-line") > 2)
+    spark = browser.find_element(By.CSS_SELECTOR, cpu_spark)
+    assert spark.get_attribute("role") == "img"
+    assert re.match(r"CPU, last \d+ s: now [\d.]+%, peak [\d.]+%$", spark.get_attribute("aria-label"))
+    assert "Memory, last" in browser.find_element(By.CSS_SELECTOR, mem_spark).get_attribute("aria-label")
+
+    # The detail panel: a chart of the history with CPU and memory lines.
+    browser.find_element(By.CSS_SELECTOR, worker + ".name-btn").click()
+    chart = "#res-chart svg.chart"
+    wait.until(lambda d: points(d, chart + " .chart-line.cpu") > 2 and points(d, chart + " .chart-line.mem") > 2)
+    label = browser.find_element(By.CSS_SELECTOR, chart).get_attribute("aria-label")
+    assert label.startswith("CPU and memory of Job worker, last ") and "marked: 1 start, 0 exits" in label, label
+    first_pid = orch.get_server("worker").pid
+    assert len(browser.find_elements(By.CSS_SELECTOR, chart + f' .mark-start[data-pid="{first_pid}"]')) == 1
+
+    # A new tick adds a point to the chart and the sparkline, from the event stream alone.
+    asked = metrics_requests(browser, "worker")
+    assert asked >= 1
+    before, spark_before = points(browser, chart + " .chart-line.cpu"), points(browser, cpu_spark + " .spark-line")
+    wait.until(lambda d: points(d, chart + " .chart-line.cpu") > before)
+    wait.until(lambda d: points(d, cpu_spark + " .spark-line") > spark_before)
+    assert metrics_requests(browser, "worker") == asked
+
+    # Events lost while the stream was down come back from the route (?since=), leaving no gap.
+    hub = hub_for(orch)
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/events*"]})
+    hub.close()  # ends every stream; no event is kept for a replay until it connects again
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "down")
+    missed = len(orch.get_metrics("worker").times) + 5
+    wait_until(lambda: len(orch.get_metrics("worker").times) >= missed, 30, "ticks while disconnected")
+    hub.connect()
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+    wait.until(lambda d: metrics_requests(d, "worker") == asked + 1)
+    assert "?since=" in browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => n.includes('/servers/worker/metrics')).pop();")
+    wait.until(lambda d: points(d, chart + " .chart-line.cpu") >= len(orch.get_metrics("worker").times))
+    asked += 1
+
+    # A restart: the old pid's exit and the new pid's start are marked on the time axis.
+    wait_until(lambda: len(orch.get_metrics("worker").times) >= 40, 60, "worker history before the restart")
+    old_pid = orch.get_server("worker").pid
+    browser.find_element(By.CSS_SELECTOR, worker + 'button[data-action="restart"]').click()
+    wait.until(lambda d: orch.get_server("worker").running and orch.get_server("worker").pid != old_pid)
+    new_pid = orch.get_server("worker").pid
+    start_mark = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, chart + f' .mark-start[data-pid="{new_pid}"]'))
+    assert start_mark[0].find_element(By.CSS_SELECTOR, "title").get_attribute(
+        "textContent").endswith(f"start: pid {new_pid} running")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, chart + f' .mark-exit[data-pid="{old_pid}"]'))
+    assert metrics_requests(browser, "worker") == asked  # marks came with the events too
+
+    # What the page holds matches the route: a reload of the page draws the same marks from it.
+    marks = orch.get_metrics("worker").marks
+    assert [(m.kind, m.pid) for m in marks if m.kind in ("start", "exit")] == [
+        ("start", old_pid), ("exit", old_pid), ("start", new_pid)]
+
+    # The picture for docs/: some history, the sparklines and the open chart.
+    wait_until(lambda: len(orch.get_metrics("worker").times) >= 120, 60, "worker history to build up")
+    browser.refresh()
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.server")) == 4)
+    browser.find_element(By.CSS_SELECTOR, worker + ".name-btn").click()
+    wait.until(lambda d: points(d, chart + " .chart-line.cpu") >= 80)
+    reloaded = [(e.get_attribute("data-kind"), e.get_attribute("data-pid"))
+                for e in browser.find_elements(By.CSS_SELECTOR, chart + " .mark")]
+    assert [m for m in reloaded if m[0] != "health"] == [
+        ("start", str(old_pid)), ("exit", str(old_pid)), ("start", str(new_pid))]
+    browser.set_window_size(1280, 1040)
+    browser.execute_script("document.querySelectorAll('.toast').forEach(t => t.remove()); window.scrollTo(0, 0);")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000

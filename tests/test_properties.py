@@ -266,7 +266,7 @@ SERVER_TABLE = st.tuples(st.one_of(st.sampled_from(["web", "api", "w.1"]), TEXT)
     lambda t: f"[servers.{json.dumps(t[0])}]\n" + "".join(
         f"{k} = {toml_of(v)}\n" for k, v in t[1].items() if k != "cwd"))
 SETTINGS_TABLE = st.fixed_dictionaries({}, optional={
-    "interval": st.one_of(SECONDS, FLOATS), "port": st.one_of(PORT, INTS), "host": st.one_of(st.just("127.0.0.1"), TEXT),
+    "interval": st.one_of(SECONDS, FLOATS), "history": st.one_of(SECONDS, FLOATS), "port": st.one_of(PORT, INTS), "host": st.one_of(st.just("127.0.0.1"), TEXT),
     "url_prefix": st.one_of(st.sampled_from(["/", "/admin", "/a/b"]), TEXT), "auth_token": st.one_of(NICE_TEXT, TEXT),
     "state_file": st.one_of(st.just("state.json"), TEXT),
 }).map(lambda d: "[procsync]\n" + "".join(f"{k} = {toml_of(v)}\n" for k, v in d.items()))
@@ -277,6 +277,7 @@ TOML_DOC = st.tuples(st.one_of(st.just(""), SETTINGS_TABLE), st.lists(SERVER_TAB
 @PROPERTY
 @given(text=st.one_of(TOML_DOC, TOML_TEXT))
 @example(text="[procsync]\ninterval = inf\n")
+@example(text="[procsync]\nhistory = -1\n")
 @example(text="[servers.web]\ncommand = \"a\\u0000\"\n")
 @example(text="[procsync]\nurl_prefix = \"/a b\"\n")
 @example(text="[servers.web]\ncommand = 'x'\nlog_backups = 1000000000\n")
@@ -296,6 +297,7 @@ def test_load_config_raises_only_config_file_error(text):
             assert_runnable(config, sid)
         settings_ = loaded.settings
         assert math.isfinite(settings_.interval) and settings_.interval > 0
+        assert math.isfinite(settings_.history) and settings_.history >= 0
         assert 1 <= settings_.port <= 65535
         prefix = settings_.url_prefix
         assert prefix == "" or (prefix.startswith("/") and quote(prefix) == prefix and "//" not in prefix)

@@ -10,6 +10,7 @@ it when the server already runs elsewhere or only leftovers remain.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import textwrap
 
@@ -18,6 +19,7 @@ import pytest
 from helpers import PY, free_port, is_gone, listener_code, python_cmd, running_counts, wait_until
 
 from procsync import ServerOrchestrator
+from procsync.proctree import STATE_VAR
 
 HOST = textwrap.dedent("""
     import json, os, sys
@@ -58,13 +60,17 @@ def spawn_and_die(tmp_path, server: dict) -> None:
     assert result.returncode == 9, result.stderr
 
 
-def web_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter() if _is_web(p)]
+def web_pids(tmp_path) -> list[int]:
+    """Live processes of server "web" spawned for this test's state file (not another test's)."""
+    state = os.path.realpath(tmp_path / "state.json")
+    return [p.pid for p in psutil.process_iter() if _is_web(p, state)]
 
 
-def _is_web(proc: psutil.Process) -> bool:
+def _is_web(proc: psutil.Process, state: str) -> bool:
     try:
-        return proc.environ().get("PROCSYNC_ID") == "web" and proc.status() != psutil.STATUS_ZOMBIE
+        env = proc.environ()
+        return (env.get("PROCSYNC_ID") == "web" and env.get(STATE_VAR) == state
+                and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -88,7 +94,7 @@ def test_a_spawn_the_dead_host_never_recorded_is_adopted(tmp_path, new_host):
     port = free_port()
     server = {"command": python_cmd(listener_code(port)), "ports": [port]}
     spawn_and_die(tmp_path, server)
-    pid = wait_until(lambda: web_pids(), 10, "the unrecorded server process")[0]
+    pid = wait_until(lambda: web_pids(tmp_path), 10, "the unrecorded server process")[0]
     assert not (tmp_path / "state.json").exists() or "web" not in (tmp_path / "state.json").read_text()
 
     orch = new_host(server)
@@ -105,7 +111,7 @@ def test_a_spawn_the_dead_host_never_recorded_is_adopted(tmp_path, new_host):
 def test_an_unrecorded_second_copy_is_stopped(tmp_path, new_host, monkeypatch):
     server = {"command": python_cmd("import time; time.sleep(120)")}
     spawn_and_die(tmp_path, server)
-    unrecorded = wait_until(lambda: web_pids(), 10, "the unrecorded copy")[0]
+    unrecorded = wait_until(lambda: web_pids(tmp_path), 10, "the unrecorded copy")[0]
     # a host that does not look for unrecorded spawns starts a second, recorded copy
     with monkeypatch.context() as patch:
         patch.setattr("procsync.orchestrator.recovery.spawns_for_state", lambda state: [])
@@ -113,7 +119,7 @@ def test_an_unrecorded_second_copy_is_stopped(tmp_path, new_host, monkeypatch):
         assert orch.start_server("web").success
         recorded = orch.get_server("web").pid
         orch.shutdown()  # leaves it running, recorded
-    assert sorted(web_pids()) == sorted([unrecorded, recorded])
+    assert sorted(web_pids(tmp_path)) == sorted([unrecorded, recorded])
 
     orch = new_host(server)
     orch.initialize()
@@ -132,7 +138,7 @@ def test_leftovers_of_an_unrecorded_spawn_are_stopped(tmp_path, new_host):
     server = {"command": python_cmd(code)}
     spawn_and_die(tmp_path, server)
     child = int(wait_until(lambda: ready.exists() and ready.read_text(), 10, "the child's pid"))
-    top = next(pid for pid in web_pids() if pid != child)
+    top = next(pid for pid in web_pids(tmp_path) if pid != child)
     psutil.Process(top).kill()
     wait_until(lambda: is_gone(top), 10, "the top process to die")
 

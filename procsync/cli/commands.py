@@ -11,144 +11,34 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
-from ..config import HealthCheck, LoadedConfig, ServerConfig, Settings, SpawnConfig, load_config
+from ..config import HealthCheck, ServerConfig, SpawnConfig
 from ..errors import ConfigError, ProcSyncError
 from ..redact import shown_command
-from .client import (
-    ApiClient,
-    ClientError,
-    auth_token,
-    connect_host,
-    error_text,
-    read_timeout,
-    server_path,
+from .client import ApiClient, ClientError, connect_host, error_text, server_path
+from .common import (
+    HEALTH_COLORS,
+    STATE_COLORS,
+    BadConfig,
+    Failed,
+    config_option,
+    fmt_bytes,
+    fmt_uptime,
+    load_or_fail,
+    make_client,
+    table,
+    url_option,
 )
+from .top import run_top, top
 
-DEFAULT_CONFIG = "procsync.toml"
 ACTION_TIMEOUT = 600.0  # start waits for readiness on the server side (start_timeout)
-
-STATE_COLORS = {
-    "running": "green", "starting": "yellow", "stopping": "yellow", "backoff": "yellow",
-    "waiting": "cyan", "completed": "green", "skipped": "magenta",
-    "fatal": "red", "crashed": "red", "stopped": None, "exited": None,
-}
 #: Refusals that leave the server in the asked-for state: success (exit 0), like systemctl.
 IDEMPOTENT = {"start": ("already_running",), "stop": ("already_stopped",)}
-HEALTH_COLORS = {"healthy": "green", "unhealthy": "yellow", "unresponsive": "red", "dead": "red"}
-
-
-class Failed(click.ClickException):
-    """The action failed (exit 1)."""
-
-    exit_code = 1
-
-
-class BadConfig(click.ClickException):
-    """Usage or config error (exit 2)."""
-
-    exit_code = 2
-
-
-# -- options shared by every command ---------------------------------------------------------
-
-def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "-c", "--config", "config", default=DEFAULT_CONFIG, show_default=True, envvar="PROCSYNC_CONFIG",
-        type=click.Path(dir_okay=False, path_type=str),
-        help="procsync.toml or Procfile (env PROCSYNC_CONFIG).",
-    )(f)
-
-
-def url_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--url", envvar="PROCSYNC_URL", metavar="URL",
-        help="Where procsync serve answers, e.g. http://127.0.0.1:8420 (env PROCSYNC_URL).",
-    )(f)
-
-
-def load_or_fail(path: str) -> LoadedConfig:
-    """load_config, a config error becoming exit code 2."""
-    try:
-        return load_config(path)
-    except ConfigError as err:
-        raise BadConfig(str(err)) from None
-
-
-def config_given(name: str = "config") -> bool:
-    source = click.get_current_context().get_parameter_source(name)
-    return source is not None and source.name != "DEFAULT"
-
-
-def make_client(config: str, url: str | None) -> ApiClient:
-    """The client for this command line: URL from --url/PROCSYNC_URL or the config's host/port."""
-    settings = None
-    if config_given() or Path(config).exists():
-        settings = load_or_fail(config).settings
-    if settings is None:
-        settings = Settings.defaults(".")
-    token = auth_token(settings.auth_token)
-    try:
-        timeout = read_timeout()
-    except ValueError as err:
-        raise BadConfig(str(err)) from None
-    if url:
-        parts = urlsplit(url)
-        if parts.path in ("", "/"):
-            url = url.rstrip("/") + settings.url_prefix
-    else:
-        url = f"http://{connect_host(settings.host)}:{settings.port}{settings.url_prefix}"
-    try:
-        return ApiClient(url, token, hint=f"procsync serve -c {config}", timeout=timeout)
-    except ValueError as err:
-        raise BadConfig(f"--url: {err}") from None
-
-
-# -- formatting ------------------------------------------------------------------------------
-
-def fmt_uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s >= 86400:
-        return f"{s // 86400}d{s % 86400 // 3600}h"
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
-
-
-def fmt_bytes(n: int | None) -> str:
-    if not n:
-        return "-"
-    value = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}G"
-
-
-def table(headers: list[str], rows: list[list[str]], colors: list[list[str | None]] | None = None) -> str:
-    """Columns padded to their widest cell; colors (per cell) applied after padding."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for n, row in enumerate(rows):
-        cells = []
-        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
-            padded = cell.ljust(width) if i < len(row) - 1 else cell
-            color = colors[n][i] if colors else None
-            cells.append(click.style(padded, fg=color) if color else padded)
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out)
 
 
 def status_note(s: dict[str, Any]) -> str:
@@ -225,13 +115,24 @@ def serve(config: str, host: str | None, port: int | None, stop_on_exit: bool, q
 @config_option
 @url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.option("--watch", is_flag=True, help="Keep a live table on screen (same as procsync top).")
+@click.option("-n", "--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              metavar="SECONDS",
+              help="With --watch: seconds between refreshes.")
 @click.argument("ids", nargs=-1)
-def status(config: str, url: str | None, as_json: bool, ids: tuple[str, ...]) -> None:
+def status(config: str, url: str | None, as_json: bool, watch: bool, interval: float,
+           ids: tuple[str, ...]) -> None:
     """Show the servers: state, pid, health, uptime, ports.
 
-    Only the IDS given, if any. --json prints the API's answer.
+    Only the IDS given, if any. --json prints the API's answer; --watch redraws a
+    live table every -n seconds until Ctrl-C.
     """
-    client = make_client(config, url)
+    client = make_client(config, url)  # with --watch too: a bad -c fails here, as without it
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch and --json do not go together")
+        run_top(client, interval=interval, ids=ids)
+        return
     servers = client.get("/servers").get("servers", [])
     if ids:
         unknown = [i for i in ids if i not in {s.get("id") for s in servers}]
@@ -528,6 +429,7 @@ def check(config: str) -> None:
     click.echo(table(["SETTING", "VALUE"], [
         ["dashboard", f"http://{connect_host(s.host)}:{s.port}{s.url_prefix}/"],
         ["state_file", s.state_file], ["log_dir", s.log_dir], ["interval", f"{s.interval:g}s"],
+        ["history", f"{s.history:g}s" if s.history else "off"],
         ["auth_token", "set" if s.auth_token else "not set"], ["webhooks", hooks],
     ]))
     warnings = []
@@ -585,5 +487,5 @@ def export(config: str, kind: str, output: str, user: bool) -> None:
 
 #: Every command of the `procsync` group.
 COMMANDS: tuple[click.Command, ...] = (
-    serve, status, start, stop, restart, logs, history, kill_orphan, reload, check, export,
+    serve, status, top, start, stop, restart, logs, history, kill_orphan, reload, check, export,
 )

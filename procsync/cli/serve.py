@@ -233,7 +233,7 @@ def run_serve(loaded: LoadedConfig, *, host: str | None = None, port: int | None
         click.echo(f"Error: {refusal}", err=True)
         return 2
     orchestrator = ServerOrchestrator(settings.state_file, interval=settings.interval,
-                                      log_dir=settings.log_dir)
+                                      log_dir=settings.log_dir, history=settings.history)
 
     def reload() -> dict[str, str]:
         fresh = load_config(loaded.path)

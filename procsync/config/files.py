@@ -22,6 +22,7 @@ from .records import ServerConfig
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8420
 DEFAULT_INTERVAL = 3.0
+DEFAULT_HISTORY = 3600.0  # one hour of resource samples per server
 DEFAULT_URL_PREFIX = "/procsync"
 STATE_DIR = ".procsync"  # beside the config file: default home of the state file and logs
 
@@ -82,6 +83,7 @@ class Settings:
     auth_token: str | None = None
     url_prefix: str = DEFAULT_URL_PREFIX
     webhooks: tuple[Webhook, ...] = ()
+    history: float = DEFAULT_HISTORY  # seconds of resource samples kept per server (0: none)
 
     @classmethod
     def defaults(cls, folder: str | os.PathLike[str]) -> Settings:
@@ -130,6 +132,7 @@ def settings_summary(settings: Settings) -> Mapping[str, Any]:
 __all__ = [
     "ConfigFileError",
     "DEFAULT_HOST",
+    "DEFAULT_HISTORY",
     "DEFAULT_INTERVAL",
     "DEFAULT_PORT",
     "DEFAULT_URL_PREFIX",

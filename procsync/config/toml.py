@@ -29,7 +29,8 @@ from .files import (
 from .graph import check_graph
 from .records import MAX_SECONDS, ServerConfig, check_id, check_url, did_you_mean, text_problem
 
-SETTINGS_KEYS = ("state_file", "log_dir", "interval", "host", "port", "auth_token", "url_prefix", "webhooks")
+SETTINGS_KEYS = ("state_file", "log_dir", "interval", "host", "port", "auth_token", "url_prefix", "webhooks",
+                 "history")
 WEBHOOK_KEYS = ("url", "events", "secret")
 
 _VAR = re.compile(r"\$\$\{|\$\{([^}:]*)(?::-([^}]*))?\}")
@@ -166,6 +167,14 @@ class _TomlReader:
             if interval > MAX_SECONDS:  # infinity too
                 raise self.error("procsync", "interval", f"must be at most {MAX_SECONDS:g} seconds, not {interval!r}")
             values["interval"] = float(interval)
+        if "history" in table:
+            history = table["history"]
+            if (isinstance(history, bool) or not isinstance(history, int | float)
+                    or not 0 <= history <= MAX_SECONDS):  # NaN and infinity too
+                raise self.error("procsync", "history",
+                                 f"must be a number of seconds from 0 (keep none) to "
+                                 f"{MAX_SECONDS:g}, not {history!r}")
+            values["history"] = float(history)
         if "host" in table:
             host = table["host"]
             if (not isinstance(host, str) or not host.strip()

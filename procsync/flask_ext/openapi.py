@@ -174,6 +174,32 @@ SCHEMAS: dict[str, Any] = {
         "required": ["history"],
         "properties": {"history": {"type": "array", "items": _ref("HistoryEntry")}},
     },
+    "ResourceHistory": {
+        "type": "object",
+        "description": "A server's monitor samples, oldest first, as parallel columns; marks "
+                       "are its starts (a new pid), exits and health changes.",
+        "required": ["id", "interval", "window", "times", "cpu_percent", "memory_rss", "health",
+                     "ports_up", "ports_total", "pids", "marks"],
+        "properties": {
+            "id": {"type": "string"},
+            "interval": {"type": "number", "description": "the monitor's tick, seconds"},
+            "window": {"type": "number", "description": "seconds of samples kept"},
+            "times": {"type": "array", "items": {"type": "number"},
+                      "description": "unix seconds"},
+            "cpu_percent": {"type": "array", "items": {"type": "number"}},
+            "memory_rss": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "health": {"type": "array", "items": {"enum": ["unknown", "healthy", "unhealthy",
+                                                           "unresponsive", "dead"]}},
+            "ports_up": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "ports_total": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "pids": {"type": "array", "items": _nullable("integer")},
+            "marks": {"type": "array", "items": {
+                "type": "object", "required": ["time", "kind", "pid", "detail"],
+                "properties": {"time": {"type": "number"},
+                               "kind": {"enum": ["start", "exit", "health"]},
+                               "pid": _nullable("integer"), "detail": {"type": "string"}}}},
+        },
+    },
     "ReloadResult": {
         "type": "object",
         "required": ["changes"],
@@ -316,6 +342,19 @@ def _paths(ids: list[str], groups: list[str], token: bool) -> dict[str, Any]:
             "parameters": [server_id, _query_int("limit", 1, 1000, 50, "how many entries")],
             "responses": {"200": _json(_ref("History"), "the history"),
                           **_common_errors(unknown=True, body=True)}}},
+        "/servers/{server_id}/metrics": {"get": {
+            "summary": "the server's resource history: CPU, memory, health, ports per tick",
+            "parameters": [server_id, {"name": "since", "in": "query", "required": False,
+                                       "description": "only samples at or after this unix time",
+                                       "schema": {"type": "number"}}],
+            "responses": {"200": _json(_ref("ResourceHistory"), "the samples"),
+                          **_common_errors(unknown=True, body=True)}}},
+        "/metrics": {"get": {
+            "summary": "every server's figures and procsync's own, in the Prometheus text format",
+            "responses": {"200": {"description": "the Prometheus text exposition format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_common_errors(),
+                          "501": _error("not_installed: install the `metrics` extra")}}},
         "/groups": {"get": {
             "summary": "every group: name -> server ids, in registration order",
             "responses": {"200": _json(_ref("GroupList"), "the groups"), **_common_errors()}}},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from werkzeug.wrappers import Response
 
 from ..errors import ProcSyncError
 from ..records import ActionResult
+from . import prometheus
 from .events import jsonable
 from .guard import ApiError, error_response, json_body, settings
 from .logstream import stream_log
@@ -113,6 +115,21 @@ def api_history(server_id: str) -> Response:
     """The server's stored history, newest first."""
     limit = int_arg("limit", 50, 1, 1000)
     return jsonable_response({"history": known(server_id).history(server_id, limit)})
+
+
+def api_server_metrics(server_id: str) -> Response:
+    """The server's resource history (samples since `since`, unix seconds), oldest first."""
+    since = float_arg("since")
+    return jsonable_response(known(server_id).get_metrics(server_id, since))
+
+
+def api_metrics() -> Response:
+    """Every server's figures and procsync's own in the Prometheus text format (501 without the extra)."""
+    try:
+        body, content_type = prometheus.render(current_orchestrator(), current_hub())
+    except prometheus.NotInstalled as err:
+        raise ApiError(501, "not_installed", str(err)) from None
+    return Response(body, status=200, content_type=content_type)
 
 
 def api_groups() -> Response:
@@ -255,6 +272,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/servers/<server_id>/logs", api_logs, ("GET",)),
     Route("/api/servers/<server_id>/history", api_history, ("GET",)),
     Route("/api/servers/<server_id>/logs/stream", api_log_stream, ("GET",)),
+    Route("/api/servers/<server_id>/metrics", api_server_metrics, ("GET",)),
+    Route("/api/metrics", api_metrics, ("GET",)),
     Route("/api/groups", api_groups, ("GET",)),
     Route("/api/groups/<group>/start", api_group_start, ("POST",)),
     Route("/api/groups/<group>/stop", api_group_stop, ("POST",)),
@@ -333,17 +352,32 @@ def action_response(orchestrator: ServerOrchestrator, server_id: str, result: Ac
     return error_response(status, code, result.message, extra=extra)
 
 
-def int_arg(key: str, default: int, low: int, high: int) -> int:
-    """The whole-number query argument `key` in low..high; 400 `bad_field` otherwise."""
+def _query_value(key: str, convert: Callable[[str], Any], noun: str) -> Any:
+    """The query argument `key` converted, or None when absent; 400 `bad_field` if it does not convert."""
     raw = request.args.get(key)
     if raw is None:
-        return default
+        return None
     try:
-        value = int(raw)
+        return convert(raw)
     except ValueError:
-        raise ApiError(400, "bad_field", f"{key}: {raw!r} is not a whole number") from None
+        raise ApiError(400, "bad_field", f"{key}: {describe(raw)} is not {noun}") from None
+
+
+def int_arg(key: str, default: int, low: int, high: int) -> int:
+    """The whole-number query argument `key` in low..high; 400 `bad_field` otherwise."""
+    value = _query_value(key, int, "a whole number")
+    if value is None:
+        return default
     if not low <= value <= high:
         raise ApiError(400, "bad_field", f"{key}: must be between {low} and {high}, not {value}")
+    return int(value)
+
+
+def float_arg(key: str) -> float | None:
+    """The optional finite-number query argument `key`; 400 `bad_field` otherwise."""
+    value = _query_value(key, float, "a number")
+    if value is not None and not math.isfinite(value):
+        raise ApiError(400, "bad_field", f"{key}: must be a finite number, not {value!r}")
     return value
 
 

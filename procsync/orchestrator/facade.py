@@ -39,7 +39,8 @@ from ..instances.sync import InstanceSync, safe
 from ..locks import ordered_lock
 from ..manager import ProcessManager
 from ..monitor import ProcessMonitor
-from ..records import ActionResult, KillResult, ServerStatus
+from ..records import ActionResult, KillResult, ResourceHistory, ServerStatus
+from ..series import DEFAULT_WINDOW
 from ..store import ProcessStateStore, SQLiteStateStore, StoredProcessInfo, open_store
 from .context import Context
 from .journal import Journal
@@ -198,13 +199,14 @@ class ServerOrchestrator:
         unresponsive_after: int = 3,
         instance_name: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        history: float = DEFAULT_WINDOW,
     ) -> None:
         instance = InstanceId.current(instance_name)
         self._named = instance_name is not None
         store = store if store is not None else open_store(state_path)
         manager = ProcessManager(log_dir)
         monitor = ProcessMonitor(manager, interval=interval, port_timeout=port_timeout,
-                                 unresponsive_after=unresponsive_after)
+                                 unresponsive_after=unresponsive_after, history=history)
         self.interval = interval
         ctx = Context(
             registry=Registry(), manager=manager, monitor=monitor, store=store, instance=instance,
@@ -325,7 +327,7 @@ class ServerOrchestrator:
         ctx.manager = ProcessManager(old_manager.log_dir)
         ctx.monitor = ProcessMonitor(
             ctx.manager, interval=old_monitor.interval, port_timeout=old_monitor.port_timeout,
-            unresponsive_after=old_monitor.unresponsive_after,
+            unresponsive_after=old_monitor.unresponsive_after, history=old_monitor.series.window,
         )
         self._connect()
         for signal, receiver in self._subscriptions:
@@ -570,6 +572,19 @@ class ServerOrchestrator:
         self._refresh(id)
         return self._parts.status_view.get_server(id)
 
+    def get_metrics(self, id: str, since: float | None = None) -> ResourceHistory:
+        """Server `id`'s resource history (CPU, memory, health, ports, pid per monitor tick).
+
+        Samples at or after `since` (unix seconds; default: all kept, one hour
+        at the default interval), oldest first, with its starts, exits and
+        health changes marked. Kept in memory, per server id across its
+        restarts; a restart of procsync starts it empty. ProcessNotFound if
+        `id` is not registered.
+        """
+        self._check_fork()
+        self._ctx.registry.get(id)  # ProcessNotFound if unknown
+        return self._ctx.monitor.get_history(id, since)
+
     def kill_orphaned_process(self, server_id: str, pid: int) -> KillResult:
         """Kill `pid` if, right now, it listens on a port of `server_id` and is not ours. TERM, then KILL."""
         self._check_fork()
@@ -619,6 +634,12 @@ class ServerOrchestrator:
                 self._webhooks = WebhookDispatcher(self)  # subscribes nothing until add()
             dispatcher = self._webhooks
         return dispatcher.add(url, events=events, secret=secret)
+
+    @property
+    def webhooks(self) -> list[Any]:
+        """The webhooks added so far (each with its `url` and `dropped` count)."""
+        dispatcher = self._webhooks
+        return dispatcher.webhooks if dispatcher is not None else []
 
     # ------------------------------------------------------------ shutdown
 

@@ -27,6 +27,7 @@ from ..errors import StateStoreError
 from ..locks import ordered_lock
 from ..records import ProcessInfo
 from ..redact import redact_text, shown_command
+from ..timing import DurationMeter
 
 EVENTS = ("started", "stopped", "exited", "crashed", "restarting", "fatal", "orphan_killed", "adopted",
           "not_adopted", "completed", "skipped", "reloaded", "memory_limit")
@@ -504,6 +505,7 @@ class StateStore:
         self._pending = PendingWrites()
         self._retry_at = 0.0
         self._write_error = None  # why the last write failed, while writes fail
+        self.write_time = DurationMeter()  # each commit: a file written and fsynced, or a COMMIT
 
     # -- the writer lock and the snapshot
 

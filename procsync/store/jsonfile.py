@@ -317,7 +317,8 @@ class ProcessStateStore(StateStore):
         if fd is None:  # pragma: no cover - every caller holds _locked()
             raise StateStoreError("internal: commit without the lock")
         self._committing()
-        doc.write(data)
+        with self.write_time.time():
+            doc.write(data)
         previous = self._generation(fd)
         generation = previous + 1
         try:

@@ -264,7 +264,8 @@ class SQLiteStateStore(StateStore):
         self._committing()  # from here on the database may change under the snapshot
         try:
             yield
-            conn.execute("COMMIT")  # may fail too (a full disk): then roll back as well
+            with self.write_time.time():
+                conn.execute("COMMIT")  # may fail too (a full disk): then roll back as well
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

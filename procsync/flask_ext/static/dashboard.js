@@ -224,6 +224,7 @@
 
   function connectEvents() {
     if (eventsAbort) eventsAbort.abort();
+    noteResume();
     var ctl = new AbortController();
     eventsAbort = ctl;
     setConn("connecting", "Connecting…");
@@ -271,6 +272,7 @@
     if (name === "snapshot" || name === "status") {
       replaceAll(data.servers || []);
       renderInstance(data.instance);
+      syncSeries(name === "snapshot");   // a snapshot opens every (re)connection: fill the gap
       return;
     }
     if (name === "health_check") {
@@ -282,8 +284,10 @@
         if (s.running && st.health) s.health = st.health;
         renderRow(st.id);
       });
+      onHealthCheck(data.statuses || []);
       return;
     }
+    if (name === "process_exit") onProcessExit(data);
     var id = data.id;
     if (id && servers.has(id)) {
       refreshSoon(id);
@@ -330,6 +334,7 @@
     return api("GET", "/servers").then(function (data) {
       replaceAll(data.servers || []);
       renderInstance(data.instance);
+      syncSeries(false);
     });
   }
 
@@ -516,8 +521,15 @@
     r.ports = el("div", "ports");
     cell(tr, "cell-ports", "Ports").appendChild(r.ports);
     r.restarts = cell(tr, "num cell-restarts", "Restarts");
-    r.cpu = cell(tr, "num cell-cpu", "CPU");
-    r.mem = cell(tr, "num cell-mem", "Memory");
+    var cpuTd = cell(tr, "num cell-cpu", "CPU"), memTd = cell(tr, "num cell-mem", "Memory");
+    r.cpu = el("span", "metric-value");
+    r.mem = el("span", "metric-value");
+    r.cpuSpark = sparkline("cpu");
+    r.memSpark = sparkline("mem");
+    cpuTd.appendChild(r.cpu);
+    cpuTd.appendChild(r.cpuSpark.svg);
+    memTd.appendChild(r.mem);
+    memTd.appendChild(r.memSpark.svg);
 
     var act = el("div", "actions");
     r.start = button("Start", "btn-primary", function () { act_(id, "start", r.start); });
@@ -667,6 +679,561 @@
       .then(function () { r.kill.disabled = false; refreshSoon(id); });
   }
 
+  // ---------------------------------------------------------------- resource charts
+  //
+  // Each server's recent CPU and memory samples, kept here as parallel arrays:
+  // loaded from <prefix>/api/servers/<id>/metrics, then extended by every
+  // health_check event. A row draws two sparklines; the detail panel a chart
+  // of the window (an hour by default) with starts, exits and health changes
+  // marked on its time axis. All drawing happens in one animation frame.
+
+  // The SVG namespace, read from a parsed <svg> rather than spelled out here.
+  var SVG_NS = (function () {
+    var probe = document.createElement("div");
+    probe.innerHTML = "<svg></svg>";
+    return probe.firstChild.namespaceURI;
+  })();
+  var FETCH_PARALLEL = 6;   // metrics requests at once: 200 servers must not stall the page
+  var SPARK_SPAN = 300;     // seconds a row's sparklines cover at most
+  var MIN_TICKS = 20;       // a time axis covers at least this many ticks
+  var MAX_MARKS = 256;      // per server, as the server keeps
+  var HEALTHS = ["unknown", "healthy", "unhealthy", "unresponsive", "dead"];
+
+  var series = new Map();      // id -> {t, cpu, mem, health, pid, marks, interval, window, loaded, ...}
+  var fetchQueue = [];         // ids waiting for a metrics request
+  var fetchPending = new Map(); // id -> since (unix s) or null for everything
+  var fetchInflight = new Set();
+  var clockOffset = 0;         // the server's clock minus this browser's, seconds
+  var drawPending = false;
+
+  function svg(tag, attrs, parent) {
+    var e = document.createElementNS(SVG_NS, tag);
+    if (attrs) Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+
+  function setAttr(node, name, value) {
+    value = String(value);
+    if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+  }
+
+  function parseTime(iso) {     // ISO 8601 (microseconds allowed) -> unix seconds, or NaN
+    return iso ? Date.parse(String(iso).replace(/(\.\d{3})\d+/, "$1")) / 1000 : NaN;
+  }
+
+  function serverNow() { return Date.now() / 1000 + clockOffset; }
+
+  function newSeries() {
+    return { t: [], cpu: [], mem: [], health: [], pid: [], marks: [], interval: 0, window: 3600,
+             loaded: false, lastPid: 0, lastHealth: null };
+  }
+
+  function seriesOf(id) {
+    var s = series.get(id);
+    if (!s) { s = newSeries(); series.set(id, s); }
+    return s;
+  }
+
+  function tickOf(ser) {        // the monitor's interval, or a guess from the last two samples
+    if (ser.interval > 0) return ser.interval;
+    var n = ser.t.length;
+    return n > 1 && ser.t[n - 1] > ser.t[n - 2] ? ser.t[n - 1] - ser.t[n - 2] : 3;
+  }
+
+  function lowerBound(arr, value) {
+    var lo = 0, hi = arr.length;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (arr[mid] < value) lo = mid + 1; else hi = mid; }
+    return lo;
+  }
+
+  function trimSeries(ser) {    // keep the window (and window / interval samples); cut in batches
+    var n = ser.t.length;
+    var oldest = n ? ser.t[n - 1] - ser.window : 0;
+    var cut = ser.window > 0 ? lowerBound(ser.t, ser.t[n - 1] - ser.window) : n;
+    if (ser.interval > 0) cut = Math.max(cut, n - Math.ceil(ser.window / ser.interval) - 1);
+    if (cut > 0 && (cut >= 64 || cut * 16 >= n)) {
+      ["t", "cpu", "mem", "health", "pid"].forEach(function (k) { ser[k].splice(0, cut); });
+    }
+    while (ser.marks.length && (ser.marks.length > MAX_MARKS || ser.marks[0].time < oldest)) ser.marks.shift();
+  }
+
+  // A mark the server would also have made; one seen twice (here and in a fetch) is kept once,
+  // at the server's time.
+  function addMark(ser, m, fromServer) {
+    var mark = { time: m.time, kind: m.kind, pid: m.pid || null, detail: m.detail || "", server: !!fromServer };
+    var near = Math.max(tickOf(ser), 1);
+    for (var i = ser.marks.length - 1; i >= 0; i--) {
+      var o = ser.marks[i];
+      if (o.time < mark.time - near) break;
+      if (o.time <= mark.time + near && o.kind === mark.kind && o.pid === mark.pid && o.detail === mark.detail) {
+        if (fromServer && !o.server) {
+          o.server = true;
+          o.time = mark.time;
+          ser.marks.sort(function (a, b) { return a.time - b.time; });
+        }
+        return;
+      }
+    }
+    var at = ser.marks.length;
+    while (at > 0 && ser.marks[at - 1].time > mark.time) at--;
+    ser.marks.splice(at, 0, mark);
+  }
+
+  // The marks the server's ring makes for a sample: a new pid, a health change.
+  function sampleMarks(ser, at, pid, health, mark) {
+    if (mark && pid && pid !== ser.lastPid) {
+      addMark(ser, { time: at, kind: "start", pid: pid, detail: "pid " + pid + " running" });
+    }
+    if (mark && ser.lastHealth !== null && health !== ser.lastHealth) {
+      addMark(ser, { time: at, kind: "health", pid: pid, detail: ser.lastHealth + " -> " + health });
+    }
+    if (pid) ser.lastPid = pid;
+    ser.lastHealth = health;
+  }
+
+  // One health_check status as a sample (marked once the series is loaded: the fetch sets
+  // where the server's marks end and ours begin).
+  function addSample(ser, st) {
+    var at = parseTime(st.last_check);
+    var n = ser.t.length;
+    if (isNaN(at) || (n && at <= ser.t[n - 1])) return;   // replayed, or older than what we have
+    var pid = st.alive && st.pid ? st.pid : 0;
+    var health = HEALTHS.indexOf(st.health) >= 0 ? st.health : "unknown";
+    sampleMarks(ser, at, pid, health, ser.loaded);
+    ser.t.push(at);
+    ser.cpu.push(+st.cpu_percent || 0);
+    ser.mem.push(+st.memory_rss || 0);
+    ser.health.push(health);
+    ser.pid.push(pid);
+    trimSeries(ser);
+  }
+
+  function exitDetail(data) {    // the words the server's ring uses for the same exit
+    if (data.expected) return "pid " + data.pid + " stopped";
+    if (data.signal) return "pid " + data.pid + " was killed by " + data.signal;
+    return "pid " + data.pid + " exited with code " + data.exit_code;
+  }
+
+  // A fetched history (samples from `since` on; null: all) merged into what the events brought
+  // meanwhile, one sample per tick.
+  function mergeFetched(ser, data, since) {
+    ser.interval = +data.interval || 0;
+    ser.window = +data.window >= 0 ? +data.window : 3600;
+    var rowsIn = [], i;
+    for (i = 0; i < ser.t.length; i++) rowsIn.push([ser.t[i], ser.cpu[i], ser.mem[i], ser.health[i], ser.pid[i]]);
+    var times = data.times || [];
+    for (i = 0; i < times.length; i++) {
+      rowsIn.push([times[i], +data.cpu_percent[i] || 0, +data.memory_rss[i] || 0,
+                   data.health[i] || "unknown", data.pids[i] || 0]);
+    }
+    rowsIn.sort(function (a, b) { return a[0] - b[0]; });
+    var same = Math.max(0.4 * tickOf(ser), 0.02);   // the event's and the ring's time of one tick
+    var fresh = newSeries();
+    rowsIn.forEach(function (r) {
+      var n = fresh.t.length;
+      if (n && r[0] - fresh.t[n - 1] < same) return;
+      fresh.t.push(r[0]); fresh.cpu.push(r[1]); fresh.mem.push(r[2]); fresh.health.push(r[3]); fresh.pid.push(r[4]);
+    });
+    ["t", "cpu", "mem", "health", "pid"].forEach(function (k) { ser[k] = fresh[k]; });
+    // The server marked its samples; mark the ones only the events brought, as it would have.
+    // Our own marks in the fetched span are dropped (a start seen after a gap was guessed);
+    // an exit newer than the answer stays.
+    var served = times.length ? times[times.length - 1] + same : -Infinity;
+    var from = since === null ? -Infinity : since;
+    ser.marks = ser.marks.filter(function (m) {
+      return m.server || m.time < from || (m.kind === "exit" && m.time > served);
+    });
+    (data.marks || []).forEach(function (m) { addMark(ser, m, true); });
+    ser.lastPid = 0;
+    ser.lastHealth = null;
+    for (i = 0; i < ser.t.length; i++) sampleMarks(ser, ser.t[i], ser.pid[i], ser.health[i], ser.t[i] > served);
+    ser.loaded = true;
+    if (ser.t.length) trimSeries(ser);
+  }
+
+  // since: null for everything kept, else unix seconds (a gap to fill after a reconnect).
+  function requestMetrics(id, since, urgent) {
+    if (since === null && fetchInflight.has(id)) return;   // what comes back covers it
+    var queued = fetchPending.has(id);
+    if (queued) {
+      var before = fetchPending.get(id);
+      fetchPending.set(id, before === null || since === null ? null : Math.min(before, since));
+    } else {
+      fetchPending.set(id, since);
+    }
+    if (fetchInflight.has(id)) return;                      // asked again once it ends
+    var at = fetchQueue.indexOf(id);
+    if (at >= 0 && urgent) fetchQueue.splice(at, 1);
+    if (at < 0 || urgent) { if (urgent) fetchQueue.unshift(id); else fetchQueue.push(id); }
+    pumpFetches();
+  }
+
+  function pumpFetches() {
+    while (fetchInflight.size < FETCH_PARALLEL && fetchQueue.length && !needsLogin) {
+      var id = fetchQueue.shift();
+      var since = fetchPending.get(id);
+      fetchPending.delete(id);
+      if (servers.has(id)) fetchMetrics(id, since === undefined ? null : since);
+    }
+  }
+
+  function fetchMetrics(id, since) {
+    fetchInflight.add(id);
+    var path = "/servers/" + encodeURIComponent(id) + "/metrics" + (since !== null ? "?since=" + since : "");
+    api("GET", path).then(function (data) {
+      if (!servers.has(id)) return;
+      mergeFetched(seriesOf(id), data, since);
+      scheduleDraw();
+    }).catch(function () { /* 404: removed meanwhile; else the next status event asks again */ })
+      .then(function () {
+        fetchInflight.delete(id);
+        if (fetchPending.has(id) && fetchQueue.indexOf(id) < 0) fetchQueue.push(id);
+        pumpFetches();
+      });
+  }
+
+  // Before (re)connecting: where each series stood (the replay comes before the snapshot and
+  // may already add samples from after the gap).
+  function noteResume() {
+    series.forEach(function (ser) {
+      if (ser.loaded && ser.resumeFrom === undefined) ser.resumeFrom = ser.t.length ? ser.t[ser.t.length - 1] : null;
+    });
+  }
+
+  // After a list of servers: forget removed ones, load new ones; after a (re)connect, fill the gap.
+  function syncSeries(reconnected) {
+    series.forEach(function (_, id) { if (!servers.has(id)) series.delete(id); });
+    order.forEach(function (id) {
+      var ser = series.get(id);
+      if (!ser || !ser.loaded) {
+        requestMetrics(id, null, id === selected);
+      } else if (reconnected) {
+        var since = ser.resumeFrom !== undefined ? ser.resumeFrom : ser.t.length ? ser.t[ser.t.length - 1] : null;
+        ser.resumeFrom = undefined;
+        requestMetrics(id, since, id === selected);
+      }
+    });
+  }
+
+  function onHealthCheck(statuses) {
+    var newest = NaN;
+    statuses.forEach(function (st) {
+      if (!servers.has(st.id)) return;
+      addSample(seriesOf(st.id), st);
+      var at = parseTime(st.last_check);
+      if (!isNaN(at) && !(at <= newest)) newest = at;
+    });
+    if (!isNaN(newest)) clockOffset = newest - Date.now() / 1000;
+    scheduleDraw();
+  }
+
+  function onProcessExit(data) {
+    if (!data.id || !servers.has(data.id) || !data.pid) return;
+    addMark(seriesOf(data.id), { time: serverNow(), kind: "exit", pid: data.pid, detail: exitDetail(data) });
+    scheduleDraw();
+  }
+
+  function scheduleDraw() {
+    if (drawPending) return;
+    drawPending = true;
+    requestAnimationFrame(function () {
+      drawPending = false;
+      var now = serverNow();
+      rows.forEach(function (r, id) {
+        var ser = series.get(id);
+        drawSpark(r.cpuSpark, ser, now);
+        drawSpark(r.memSpark, ser, now);
+      });
+      if (selected !== null && !$("detail").hidden) drawDetail(now);
+    });
+  }
+
+  // Samples of `col` in [t0, t1] as runs of [x, value], x in 0..width: one point per unit of x
+  // (the highest), a run broken where the server did not run or ticks are missing.
+  function project(ser, col, t0, t1, width) {
+    var runs = [], run = null, prev = null, lastX = -1;
+    var gap = 2.5 * tickOf(ser), scale = width / Math.max(t1 - t0, 1e-6);
+    var t = ser.t, v = ser[col], pid = ser.pid;
+    for (var i = lowerBound(t, t0); i < t.length && t[i] <= t1; i++) {
+      if (!pid[i] || (prev !== null && t[i] - prev > gap)) run = null;
+      prev = t[i];
+      if (!pid[i]) continue;
+      var x = (t[i] - t0) * scale;
+      if (!run) { run = []; runs.push(run); lastX = -1; }
+      if (run.length && Math.floor(x) === lastX) {
+        var last = run[run.length - 1];
+        if (v[i] > last[1]) last[1] = v[i];
+        continue;
+      }
+      run.push([x, v[i]]);
+      lastX = Math.floor(x);
+    }
+    return runs;
+  }
+
+  function runsRange(runs) {
+    var lo = Infinity, hi = -Infinity, n = 0;
+    runs.forEach(function (run) {
+      run.forEach(function (p) { if (p[1] < lo) lo = p[1]; if (p[1] > hi) hi = p[1]; n++; });
+    });
+    return { lo: lo, hi: hi, count: n };
+  }
+
+  function num(v) { return Math.round(v * 10) / 10; }
+
+  // Path data for `runs` (x shifted by `left`): the line, and the area down to `base`.
+  function paths(runs, yOf, base, left) {
+    var line = [], area = [];
+    left = left || 0;
+    runs.forEach(function (run) {
+      var pts = run.map(function (p) { return num(left + p[0]) + " " + num(yOf(p[1])); });
+      line.push("M" + pts.join("L"));
+      var first = num(left + run[0][0]), last = num(left + run[run.length - 1][0]);
+      area.push("M" + first + " " + base + "L" + pts.join("L") + "L" + last + " " + base + "Z");
+    });
+    return { line: line.join(""), area: area.join("") };
+  }
+
+  function spanOf(ser, now, most) {   // [t0, t1]: the newest `most` seconds, or since the first sample
+    var min = MIN_TICKS * tickOf(ser);
+    var first = ser && ser.t.length ? ser.t[0] : now;
+    var t1 = Math.max(now, ser && ser.t.length ? ser.t[ser.t.length - 1] : now);
+    var t0 = Math.max(t1 - most, Math.min(first, t1 - min));
+    return [t0, t1];
+  }
+
+  function fmtSpan(seconds) {
+    if (seconds >= 5400) return (seconds / 3600).toFixed(seconds % 3600 ? 1 : 0) + " h";
+    if (seconds >= 90) return Math.round(seconds / 60) + " min";
+    return Math.round(seconds) + " s";
+  }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+  function fmtCpuValue(v) { return (v >= 10 ? v.toFixed(0) : v.toFixed(1)) + "%"; }
+  function fmtMemValue(v) { return v ? fmtBytes(v) : "0"; }
+
+  function sparkline(kind) {
+    var s = svg("svg", { "class": "spark spark-" + kind, viewBox: "0 0 100 24", preserveAspectRatio: "none",
+                         role: "img", focusable: "false", "data-series": kind });
+    var title = svg("title", null, s);
+    var area = svg("path", { "class": "spark-area", d: "" }, s);
+    var line = svg("path", { "class": "spark-line", d: "", "vector-effect": "non-scaling-stroke" }, s);
+    return { svg: s, title: title, area: area, line: line, kind: kind, label: null };
+  }
+
+  function drawSpark(sp, ser, now) {
+    var col = sp.kind === "cpu" ? "cpu" : "mem";
+    var what = sp.kind === "cpu" ? "CPU" : "Memory";
+    var label, d = { line: "", area: "" }, count = 0;
+    if (!ser || !ser.t.length) {
+      label = what + ": no samples yet";
+    } else {
+      var span = spanOf(ser, now, Math.min(SPARK_SPAN, ser.window || SPARK_SPAN));
+      var runs = project(ser, col, span[0], span[1], 100);
+      var r = runsRange(runs);
+      count = r.count;
+      if (!count) {
+        label = what + ", last " + fmtSpan(span[1] - span[0]) + ": not running";
+      } else {
+        var lo, hi;
+        if (col === "cpu") { lo = 0; hi = Math.max(r.hi * 1.1, 5); } else {
+          hi = r.hi; lo = Math.max(0, Math.min(r.lo, hi * 0.9)); // a steady size stays a flat line
+          if (hi <= lo) hi = lo + 1;
+        }
+        d = paths(runs, function (v) { return 22 - (v - lo) / (hi - lo) * 20; }, 24);
+        var fmt = col === "cpu" ? fmtCpuValue : fmtMemValue;
+        var lastRun = runs[runs.length - 1];
+        label = what + ", last " + fmtSpan(span[1] - span[0]) + ": now " + fmt(lastRun[lastRun.length - 1][1]) +
+          ", peak " + fmt(r.hi);
+      }
+    }
+    setAttr(sp.line, "d", d.line);
+    setAttr(sp.area, "d", d.area);
+    setAttr(sp.svg, "data-points", count);
+    if (sp.label !== label) {
+      sp.label = label;
+      sp.svg.setAttribute("aria-label", label);
+      sp.title.textContent = label;
+    }
+  }
+
+  function niceCeil(v) {
+    if (!(v > 0)) return 1;
+    var p = Math.pow(10, Math.floor(Math.log10(v))), m = v / p;
+    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 2.5 ? 2.5 : m <= 5 ? 5 : 10) * p;
+  }
+
+  function niceBytes(v) {
+    if (!(v > 0)) return 1024 * 1024;
+    var unit = 1;
+    while (v >= unit * 1024 && unit < Math.pow(1024, 4)) unit *= 1024;
+    return niceCeil(v / unit) * unit;
+  }
+
+  function pad2(n) { return n < 10 ? "0" + n : String(n); }
+
+  function clock(t, seconds) {
+    var d = new Date((t - clockOffset) * 1000);   // in this browser's time zone and clock
+    return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + (seconds ? ":" + pad2(d.getSeconds()) : "");
+  }
+
+  var TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+
+  var MARK_LOOK = {
+    start: { name: "start", shape: "M0 -5L4.5 3L-4.5 3Z" },
+    exit: { name: "exit", shape: "M-3.5 -3.5L3.5 -3.5L3.5 3.5L-3.5 3.5Z" },
+    health: { name: "health change", shape: "M0 -4.5L4.5 0L0 4.5L-4.5 0Z" }
+  };
+
+  function healthClass(h) { return "hs-" + healthTone(h); }
+
+  var chart = null;   // the detail chart's nodes, kept across redraws (a hovered mark keeps its tooltip)
+
+  function buildChart() {
+    var root = svg("svg", { "class": "chart", role: "img", focusable: "false" });
+    var c = { root: root, markNodes: new Map() };
+    c.grid = svg("g", { "class": "chart-grid" }, root);
+    c.labels = svg("g", { "class": "chart-labels" }, root);
+    var strip = svg("g", { "class": "health-strip" }, root);
+    svg("title", null, strip).textContent = "Health at each tick";
+    c.strip = svg("g", null, strip);
+    c.cpuArea = svg("path", { "class": "chart-area cpu" }, root);
+    c.cpuLine = svg("path", { "class": "chart-line cpu", "data-series": "cpu" }, root);
+    c.memArea = svg("path", { "class": "chart-area mem" }, root);
+    c.memLine = svg("path", { "class": "chart-line mem", "data-series": "mem" }, root);
+    c.marks = svg("g", { "class": "marks" }, root);
+    return c;
+  }
+
+  function text(parent, attrs, value) { svg("text", attrs, parent).textContent = value; }
+
+  function drawDetail(now) {
+    var id = selected, box = $("res-chart"), ser = series.get(id);
+    var s = servers.get(id);
+    var name = s && s.name || id;
+    setText($("res-name"), "— " + name);
+    var empty = "";
+    if (!ser || (!ser.loaded && !ser.t.length)) empty = "Loading…";
+    else if (ser.loaded && ser.window === 0) empty = "Resource history is off ([procsync] history = 0).";
+    else if (!ser.t.length) empty = "No samples yet: the monitor records one each tick while the server runs.";
+    setText($("res-empty"), empty);
+    $("res-empty").hidden = !empty;
+    box.hidden = !!empty;
+    if (empty) { setText($("res-now"), ""); setText($("res-span"), ""); return; }
+    if (!chart) chart = buildChart();
+    if (chart.root.parentNode !== box) box.appendChild(chart.root);
+    var c = chart;
+
+    var W = Math.max(320, Math.round(box.clientWidth || 800)), H = 252;
+    var L = 62, R = 14, plotW = W - L - R;
+    var cpuTop = 22, panelH = 78, memTop = 128, stripY = memTop + panelH + 6, axisY = stripY + 16;
+    var span = spanOf(ser, now, ser.window || 3600), t0 = span[0], t1 = span[1];
+    var xOf = function (t) { return L + (t - t0) / Math.max(t1 - t0, 1e-6) * plotW; };
+    setAttr(c.root, "viewBox", "0 0 " + W + " " + H);
+    setAttr(c.root, "width", W);
+    setAttr(c.root, "height", H);
+
+    var cpuRuns = project(ser, "cpu", t0, t1, plotW), memRuns = project(ser, "mem", t0, t1, plotW);
+    var cpuR = runsRange(cpuRuns), memR = runsRange(memRuns);
+    var cpuMax = niceCeil(Math.max(cpuR.count ? cpuR.hi : 0, 5));
+    var memMax = niceBytes(memR.count ? memR.hi : 0);
+    setAttr(c.root, "data-points", cpuR.count);
+
+    c.grid.textContent = "";
+    c.labels.textContent = "";
+    var axisCpu = function (v) { return v ? +v.toFixed(1) + "%" : "0"; };
+    var axisMem = function (v) { return v ? fmtBytes(v).replace(".0 ", " ") : "0"; };
+    [[cpuTop, cpuMax, axisCpu, "CPU % of one core (whole process tree)"],
+     [memTop, memMax, axisMem, "Memory (RSS, whole process tree)"]].forEach(function (p) {
+      var top = p[0];
+      text(c.labels, { "class": "chart-title", x: L, y: top - 8 }, p[3]);
+      [0, 0.5, 1].forEach(function (f) {
+        var y = num(top + panelH - f * panelH);
+        svg("line", { x1: L, x2: W - R, y1: y, y2: y, "class": f ? "grid" : "grid base" }, c.grid);
+        text(c.labels, { "class": "chart-label", x: L - 7, y: y + 4, "text-anchor": "end" }, p[2](p[1] * f));
+      });
+    });
+
+    var step = TIME_STEPS[TIME_STEPS.length - 1];
+    for (var k = 0; k < TIME_STEPS.length; k++) {
+      if ((t1 - t0) / TIME_STEPS[k] <= Math.max(2, Math.floor(plotW / 110))) { step = TIME_STEPS[k]; break; }
+    }
+    var local = -new Date().getTimezoneOffset() * 60;   // steps land on round local times
+    for (var tt = Math.ceil((t0 - clockOffset + local) / step) * step - local + clockOffset; tt <= t1; tt += step) {
+      var x = num(xOf(tt));
+      svg("line", { x1: x, x2: x, y1: cpuTop, y2: stripY + 6, "class": "grid" }, c.grid);
+      text(c.labels, { "class": "chart-label", x: x, y: H - 4, "text-anchor": "middle" }, clock(tt, step < 60));
+    }
+
+    // health, as a strip of colour under the memory panel
+    c.strip.textContent = "";
+    var runStart = null, runHealth = null, lastT = null, gap = 2.5 * tickOf(ser);
+    var flush = function (end) {
+      if (runStart === null) return;
+      var x0 = xOf(runStart), x1 = Math.max(xOf(Math.min(end, t1)), x0 + 1);
+      svg("rect", { x: num(x0), y: stripY, width: num(x1 - x0), height: 6, "class": healthClass(runHealth),
+                    "data-health": runHealth }, c.strip);
+      runStart = null;
+    };
+    for (var i = lowerBound(ser.t, t0); i < ser.t.length && ser.t[i] <= t1; i++) {
+      var h = ser.pid[i] ? ser.health[i] : null;
+      if (runStart !== null && (h !== runHealth || ser.t[i] - lastT > gap)) {
+        flush(h === null || ser.t[i] - lastT > gap ? lastT + tickOf(ser) : ser.t[i]);
+      }
+      if (h !== null && runStart === null) { runStart = ser.t[i]; runHealth = h; }
+      lastT = ser.t[i];
+    }
+    if (lastT !== null) flush(lastT + tickOf(ser));
+
+    var cpuD = paths(cpuRuns, function (v) { return cpuTop + panelH - v / cpuMax * panelH; }, cpuTop + panelH, L);
+    var memD = paths(memRuns, function (v) { return memTop + panelH - v / memMax * panelH; }, memTop + panelH, L);
+    setAttr(c.cpuArea, "d", cpuD.area);
+    setAttr(c.cpuLine, "d", cpuD.line);
+    setAttr(c.memArea, "d", memD.area);
+    setAttr(c.memLine, "d", memD.line);
+
+    var counts = { start: 0, exit: 0, health: 0 }, seen = new Set();
+    ser.marks.forEach(function (m) {
+      if (m.time < t0 || m.time > t1 || !MARK_LOOK[m.kind]) return;
+      counts[m.kind]++;
+      var key = m.kind + "|" + m.pid + "|" + m.detail + "|" + m.time;
+      seen.add(key);
+      var node = c.markNodes.get(key);
+      if (!node) {
+        node = { g: svg("g", { "class": "mark mark-" + m.kind, "data-kind": m.kind, "data-pid": m.pid || "" }) };
+        svg("title", null, node.g).textContent = clock(m.time, true) + " — " + MARK_LOOK[m.kind].name + ": " + m.detail;
+        node.line = svg("line", { "class": "mark-line" }, node.g);
+        node.shape = svg("path", { d: MARK_LOOK[m.kind].shape, "class": "mark-shape" }, node.g);
+        node.hit = svg("line", { "class": "mark-hit" }, node.g);
+        c.markNodes.set(key, node);
+        c.marks.appendChild(node.g);
+      }
+      var x = num(xOf(m.time));
+      [node.line, node.hit].forEach(function (ln) {
+        setAttr(ln, "x1", x); setAttr(ln, "x2", x); setAttr(ln, "y1", cpuTop);
+      });
+      setAttr(node.line, "y2", stripY + 6);
+      setAttr(node.hit, "y2", axisY + 6);
+      setAttr(node.shape, "transform", "translate(" + x + " " + axisY + ")");
+    });
+    c.markNodes.forEach(function (node, key) {
+      if (!seen.has(key)) { node.g.remove(); c.markNodes.delete(key); }
+    });
+
+    var n = ser.t.length, running = !!ser.pid[n - 1];
+    var nowText = running ? "CPU " + fmtCpuValue(ser.cpu[n - 1]) + " · memory " + fmtMemValue(ser.mem[n - 1])
+      : "not running";
+    var spanText = "last " + fmtSpan(t1 - t0);
+    setAttr(c.root, "aria-label", "CPU and memory of " + name + ", " + spanText + ": " + nowText +
+      (cpuR.count ? "; CPU peak " + fmtCpuValue(cpuR.hi) + ", memory peak " + fmtMemValue(memR.hi) : "") +
+      "; marked: " + plural(counts.start, "start") + ", " + plural(counts.exit, "exit") + ", " +
+      plural(counts.health, "health change") + ".");
+    setText($("res-now"), nowText);
+    setText($("res-span"), spanText);
+  }
+
   // ---------------------------------------------------------------- log + history
 
   function select(id) {
@@ -679,6 +1246,9 @@
     setText($("log-name"), "— " + (servers.has(id) && servers.get(id).name || id));
     followLog(id);
     loadHistory();
+    var ser = series.get(id);
+    if (!ser || !ser.loaded) requestMetrics(id, null, true);   // first in line
+    scheduleDraw();
   }
 
   function closeDetail() {
@@ -803,7 +1373,9 @@
       var s = servers.get(id), r = rows.get(id);
       if (s && r && s.running) setText(r.uptime, fmtUptime(uptimeOf(s)));
     });
+    scheduleDraw();                      // the time axes move on between ticks too
   }, 1000);
+  window.addEventListener("resize", scheduleDraw);
 
   connectEvents();
 })();
