@@ -26,7 +26,7 @@ import tracemalloc
 from dataclasses import dataclass
 
 from procsync import ProcessManager, ProcessMonitor, SpawnConfig
-from procsync.series import SeriesBook
+from procsync.series import Sample, SeriesBook
 
 INTERVAL = 3.0
 WINDOW = 3600.0
@@ -43,7 +43,7 @@ class _Sample:  # the naive layout, for comparison
     ports_total: int
 
 
-def tick_samples(servers: int, n: int) -> list[tuple[str, int | None, float, int, str, int, int]]:
+def tick_samples(servers: int, n: int) -> list[Sample]:
     return [(f"server-{i}", 10_000 + i, float((n * 7 + i) % 100), 50_000_000 + n * 4096 + i,
              "healthy", 1, 1) for i in range(servers)]
 

@@ -31,13 +31,12 @@ from .errors import ConfigError
 from .health import DEFAULT_HOST, STOP_SLICE, probe_tcp, run_health_check
 from .locks import ordered_lock
 from .proctree import ParentLinks, Usage, clock_ticks, same_identity, ticks_to_time, usage_of
-from .records import ProcessInfo, ProcessStatus, ResourceHistory
-from .series import DEFAULT_WINDOW, SeriesBook
+from .records import HEALTH_STATES, ProcessInfo, ProcessStatus, ResourceHistory
+from .series import DEFAULT_WINDOW, Sample, SeriesBook
 from .timing import DurationMeter
 
 log = logging.getLogger(__name__)
 
-HEALTH_STATES = ("healthy", "unhealthy", "unresponsive", "dead", "unknown")
 POOL_SIZE = 16  # threads for http and command checks in one tick
 STOP_JOIN = 0.1  # seconds stop() waits for the thread
 MANAGER_GRACE = 0.1  # seconds a death may wait for the manager to record it
@@ -466,13 +465,13 @@ class ProcessMonitor:
     def _apply(
         self, seq: int, looks: dict[str, _Look], watches: dict[str, _Watch]
     ) -> tuple[list[ProcessStatus], list[tuple[str, ProcessStatus]],
-               list[tuple[ProcessStatus, int | None]], list[Any]]:
+               list[tuple[ProcessStatus, int | None]], list[Sample]]:
         """Turn the tick's looks into statuses under the lock; collect what changed and the samples."""
         now = datetime.now(UTC)
         wall = time.time()
         changes: list[tuple[str, ProcessStatus]] = []
         deaths: list[tuple[ProcessStatus, int | None]] = []
-        samples: list[tuple[str, int | None, float, int, str, int, int]] = []
+        samples: list[Sample] = []
         with self._lock:
             fresh: dict[str, ProcessStatus] = {}
             for id, look in looks.items():

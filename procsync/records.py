@@ -49,6 +49,9 @@ class ActionResult:
     #                          dependency_failed, not_supported
 
 
+HEALTH_STATES = ("healthy", "unhealthy", "unresponsive", "dead", "unknown")
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessStatus:
     """One process as the monitor last saw it."""
@@ -161,5 +164,5 @@ class ResourceHistory:
         return out
 
 
-__all__ = ["ActionResult", "KillResult", "ProcessInfo", "ProcessStatus", "ResourceHistory",
+__all__ = ["HEALTH_STATES", "ActionResult", "KillResult", "ProcessInfo", "ProcessStatus", "ResourceHistory",
            "ResourceMark", "ServerStatus"]

@@ -18,10 +18,12 @@ from collections import deque
 from collections.abc import Callable
 
 from .locks import ordered_lock
-from .records import ResourceHistory, ResourceMark
+from .records import HEALTH_STATES, ResourceHistory, ResourceMark
 
-HEALTH = ("unknown", "healthy", "unhealthy", "unresponsive", "dead")
-_CODE = {name: code for code, name in enumerate(HEALTH)}
+#: one server's sample of one tick: (id, pid or None, cpu %, rss, health, ports up, ports total)
+Sample = tuple[str, int | None, float, int, str, int, int]
+_CODE = {name: code for code, name in enumerate(HEALTH_STATES)}
+_UNKNOWN = _CODE["unknown"]
 DEFAULT_WINDOW = 3600.0  # seconds of samples kept per server
 MAX_SAMPLES = 86_400  # per server, whatever window / interval says
 MAX_MARKS = 256  # per server
@@ -77,7 +79,7 @@ class Ring:
     def append(self, at: float, pid: int | None, cpu: float, rss: int, health: str,
                ports_up: int, ports_total: int) -> None:
         """Add one sample (and the marks it implies: a new pid, a health change)."""
-        code = _CODE.get(health, 0)
+        code = _CODE.get(health, _UNKNOWN)
         if pid is None or not 0 < pid < 2**31:
             pid = 0
         if pid and pid != self._last_pid:
@@ -86,7 +88,7 @@ class Ring:
         if code != self._last_health:
             if self._last_health >= 0:
                 self.marks.append(ResourceMark(at, "health", pid or None,
-                                               f"{HEALTH[self._last_health]} -> {health}"))
+                                               f"{HEALTH_STATES[self._last_health]} -> {health}"))
             self._last_health = code
         if not cpu < math.inf or cpu < 0:  # NaN or infinity: unknown
             cpu = 0.0
@@ -149,7 +151,7 @@ class Ring:
             times=pick(times),
             cpu_percent=tuple(round(cpu[i], 1) for i in keep),
             memory_rss=pick(rss, int),
-            health=tuple(HEALTH[health[i]] for i in keep),
+            health=tuple(HEALTH_STATES[health[i]] for i in keep),
             ports_up=pick(up, int),
             ports_total=pick(total, int),
             pids=tuple(pids[i] or None for i in keep),
@@ -189,8 +191,7 @@ class SeriesBook:
             if self._capacity == 0:
                 self._rings.clear()
 
-    def record(self, samples: list[tuple[str, int | None, float, int, str, int, int]],
-               at: float | None = None) -> None:
+    def record(self, samples: list[Sample], at: float | None = None) -> None:
         """Append one tick's samples: (id, pid, cpu %, rss, health, ports up, ports total)."""
         if not samples:
             return
@@ -239,5 +240,5 @@ class SeriesBook:
             return sum(ring.nbytes() for ring in self._rings.values())
 
 
-__all__ = ["DEFAULT_WINDOW", "HEALTH", "MAX_SAMPLES", "Ring", "SeriesBook", "capacity_for",
+__all__ = ["DEFAULT_WINDOW", "MAX_SAMPLES", "Ring", "Sample", "SeriesBook", "capacity_for",
            "check_window"]

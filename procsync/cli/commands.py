@@ -22,15 +22,13 @@ from ..errors import ConfigError, ProcSyncError
 from ..redact import shown_command
 from .client import ApiClient, ClientError, connect_host, error_text, server_path
 from .common import (
-    HEALTH_COLORS,
-    STATE_COLORS,
     BadConfig,
     Failed,
     config_option,
     fmt_bytes,
-    fmt_uptime,
     load_or_fail,
     make_client,
+    server_cells,
     table,
     url_option,
 )
@@ -61,20 +59,12 @@ def status_table(servers: list[dict[str, Any]]) -> str:
         headers.insert(1, "GROUP")
     rows, colors = [], []
     for s in servers:
-        row = [
-            str(s.get("id")), str(s.get("status")), str(s.get("pid") or "-"), str(s.get("health") or "-"),
-            fmt_uptime(s.get("uptime")), ",".join(str(p) for p in s.get("ports") or []) or "-",
-            str(s.get("restarts", 0)), f"{s.get('cpu_percent') or 0:.0f}%" if s.get("running") else "-",
-            fmt_bytes(s.get("memory_rss")), status_note(s),
-        ]
-        color: list[str | None] = [None, STATE_COLORS.get(str(s.get("status"))), None,
-                                   HEALTH_COLORS.get(str(s.get("health"))), None, None, None, None, None,
-                                   "red" if s.get("orphaned") else None]
-        if grouped:
-            row.insert(1, str(s.get("group") or "-"))
-            color.insert(1, None)
-        rows.append(row)
-        colors.append(color)
+        cells = server_cells(s)
+        cells["PORTS"] = (",".join(str(p) for p in s.get("ports") or []) or "-", None)
+        cells["NOTE"] = (status_note(s), "red" if s.get("orphaned") else None)
+        cells["GROUP"] = (str(s.get("group") or "-"), None)
+        rows.append([cells[h][0] for h in headers])
+        colors.append([cells[h][1] for h in headers])
     return table(headers, rows, colors)
 
 

@@ -131,3 +131,19 @@ def table(headers: list[str], rows: list[list[str]], colors: list[list[str | Non
             cells.append(click.style(padded, fg=color) if color else padded)
         out.append("  ".join(cells).rstrip())
     return "\n".join(out)
+
+
+def server_cells(s: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """The columns `status` and `top` both show for one server of GET /servers: header -> (text, colour)."""
+    running = bool(s.get("running"))
+    status, health = str(s.get("status")), str(s.get("health"))
+    return {
+        "ID": (str(s.get("id")), None),
+        "STATUS": (status, STATE_COLORS.get(status)),
+        "PID": (str(s.get("pid") or "-"), None),
+        "HEALTH": (str(s.get("health") or "-"), HEALTH_COLORS.get(health)),
+        "UPTIME": (fmt_uptime(s.get("uptime")), None),
+        "RESTARTS": (str(s.get("restarts", 0)), None),
+        "CPU": (f"{s.get('cpu_percent') or 0:.0f}%" if running else "-", None),
+        "MEM": (fmt_bytes(s.get("memory_rss")) if running else "-", None),
+    }

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import sys
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -27,12 +26,10 @@ import click
 
 from .client import ApiClient, AuthError, ClientError, server_path
 from .common import (
-    HEALTH_COLORS,
-    STATE_COLORS,
     config_option,
-    fmt_bytes,
     fmt_uptime,
     make_client,
+    server_cells,
     table,
     url_option,
 )
@@ -255,15 +252,9 @@ class TopView:
 
     def _table(self, width: int | None, color: bool) -> str:
         headers = ["ID", "STATUS", "HEALTH", "PID", "UPTIME", "RESTARTS", "CPU", "MEM"]
-        rows, colors = [], []
-        for s in self.servers:
-            running = bool(s.get("running"))
-            rows.append([str(s.get("id")), str(s.get("status")), str(s.get("health") or "-"),
-                         str(s.get("pid") or "-"), fmt_uptime(s.get("uptime")), str(s.get("restarts", 0)),
-                         f"{s.get('cpu_percent') or 0:.0f}%" if running else "-",
-                         fmt_bytes(s.get("memory_rss")) if running else "-"])
-            colors.append([None, STATE_COLORS.get(str(s.get("status"))),
-                           HEALTH_COLORS.get(str(s.get("health"))), None, None, None, None, None])
+        cells = [server_cells(s) for s in self.servers]
+        rows = [[c[h][0] for h in headers] for c in cells]
+        colors = [[c[h][1] for h in headers] for c in cells]
         spark = PIPED_SPARK_WIDTH
         if width is not None:  # share what the figures leave between the two sparklines
             used = max(len(line) for line in table(headers, rows).splitlines())
@@ -301,7 +292,6 @@ def run_top(client: ApiClient, *, interval: float = 2.0, ids: Sequence[str] = ()
         out.write("\n".join(clip(line, size.columns) if live else line for line in lines) + "\n")
         out.flush()
         return
-    wait = threading.Event()  # never set: its wait() is the pause between refreshes
     entered = False
     try:
         if live:
@@ -325,7 +315,7 @@ def run_top(client: ApiClient, *, interval: float = 2.0, ids: Sequence[str] = ()
                 out.write(("\n" if frames else "") + "\n".join(view.lines()) + "\n")
             out.flush()
             frames += 1
-            wait.wait(max(0.0, interval - (time.monotonic() - began)))
+            time.sleep(max(0.0, interval - (time.monotonic() - began)))
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:  # `procsync top | head`: the reader left

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from ..config import AUTORESTART_POLICIES
+from ..monitor import HEALTH_STATES
 from ..version import __version__
 
 STATUSES = ["stopped", "waiting", "starting", "running", "stopping", "backoff", "fatal", "exited",
@@ -188,8 +189,7 @@ SCHEMAS: dict[str, Any] = {
                       "description": "unix seconds"},
             "cpu_percent": {"type": "array", "items": {"type": "number"}},
             "memory_rss": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            "health": {"type": "array", "items": {"enum": ["unknown", "healthy", "unhealthy",
-                                                           "unresponsive", "dead"]}},
+            "health": {"type": "array", "items": {"enum": list(HEALTH_STATES)}},
             "ports_up": {"type": "array", "items": {"type": "integer", "minimum": 0}},
             "ports_total": {"type": "array", "items": {"type": "integer", "minimum": 0}},
             "pids": {"type": "array", "items": _nullable("integer")},

@@ -18,13 +18,14 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ..monitor import HEALTH_STATES
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from ..records import ServerStatus
 
 EXTRA = "pip install 'procsync[metrics]'"
-HEALTH_STATES = ("healthy", "unhealthy", "unresponsive", "dead", "unknown")
 SECRET_SEGMENT = 16  # a URL path segment this long may be a token (Slack, Discord): shown as ***
 
 
@@ -96,8 +97,7 @@ class ProcSyncCollector:
                                       "signal N); no sample before its first exit.", labels=server)
         for s in statuses:
             sid = [s.id]
-            info.add_metric([s.id, s.name, str(getattr(s, "kind", "server")),
-                             getattr(s, "group", None) or ""], 1)
+            info.add_metric([s.id, s.name, s.kind, s.group or ""], 1)
             up.add_metric(sid, 1 if s.running else 0)
             restarts.add_metric(sid, s.restarts)
             cpu.add_metric(sid, _finite(s.cpu_percent))

@@ -431,19 +431,9 @@ class Starter:
 
     def mark_ready(self, server: ServerState, gen: int, info: ProcessInfo,
                    began: float | None, *, restart: bool = False) -> ActionResult:
-        ctx = self.ctx
-        with ctx.registry.lock:
-            current = server.generation == gen and server.status == "starting"
-            if current:
-                advance(server, "ready")
-                server.ready = server.run_ready = True
-                server.verdict, server.verdict_at = "healthy", now()
-                ctx.registry.changed.notify_all()
-        if not current:
-            return self._interrupted(server, gen, info)
-        ctx.journal.persist(server.id)
-        signals.send(signals.server_started, ctx.sender, id=server.id, pid=info.pid, ready=True,
-                     instance=ctx.instance.name)
+        interrupted = self._settle(server, gen, info, ready=True)
+        if interrupted is not None:
+            return interrupted
         if restart and server.config.restart_dependents:
             self.restarted(server.id)
         text = f"started {server.id!r} (pid {info.pid})"
@@ -451,23 +441,37 @@ class Starter:
             text += f", ready after {time.monotonic() - began:.2f} s"
         return ActionResult(True, text, info.pid)
 
-    def _timed_out(self, server: ServerState, gen: int, info: ProcessInfo,
-                   error: str | None) -> ActionResult:
+    def _settle(self, server: ServerState, gen: int, info: ProcessInfo, *, ready: bool,
+                message: str | None = None) -> ActionResult | None:
+        """Give a start still in progress its readiness verdict, then record and announce it.
+
+        None when done; the "interrupted" answer when a stop or a newer start came first.
+        """
         ctx = self.ctx
-        timeout = server.config.start_timeout
-        message = f"not ready after {timeout:g} s" + (f": {error}" if error else "")
         with ctx.registry.lock:
             current = server.generation == gen and server.status == "starting"
             if current:
-                advance(server, "not_ready")
-                server.verdict, server.verdict_at = "unhealthy", now()
-                server.message = message
+                advance(server, "ready" if ready else "not_ready")
+                if ready:
+                    server.ready = server.run_ready = True
+                server.verdict, server.verdict_at = ("healthy" if ready else "unhealthy"), now()
+                if message is not None:
+                    server.message = message
                 ctx.registry.changed.notify_all()
         if not current:
             return self._interrupted(server, gen, info)
         ctx.journal.persist(server.id)
-        signals.send(signals.server_started, ctx.sender, id=server.id, pid=info.pid, ready=False,
+        signals.send(signals.server_started, ctx.sender, id=server.id, pid=info.pid, ready=ready,
                      instance=ctx.instance.name)
+        return None
+
+    def _timed_out(self, server: ServerState, gen: int, info: ProcessInfo,
+                   error: str | None) -> ActionResult:
+        timeout = server.config.start_timeout
+        message = f"not ready after {timeout:g} s" + (f": {error}" if error else "")
+        interrupted = self._settle(server, gen, info, ready=False, message=message)
+        if interrupted is not None:
+            return interrupted
         return fail(f"server {server.id!r} (pid {info.pid}) {message}; it is left running",
                     "start_timeout", info.pid)
 

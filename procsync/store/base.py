@@ -645,9 +645,7 @@ class StateStore:
         error; a database that cannot be opened at all keeps nothing, as
         `update_process`). This fallback makes one write per change.
         """
-        for id in updates:
-            check_id(id)
-        entries = [spec.entry() for spec in events]
+        entries = self._checked_batch(updates, events)
         results: dict[str, StoredProcessInfo | None] = {}
         errors: list[Exception] = []
         for id, fn in updates.items():
@@ -663,6 +661,13 @@ class StateStore:
                 errors.append(err)
         self._batch_done(errors)
         return results
+
+    @staticmethod
+    def _checked_batch(updates: Mapping[str, Updater], events: Sequence[EventSpec]) -> list[HistoryEntry]:
+        """The history entries of a batch; ValueError for a bad id or event, before anything is written."""
+        for id in updates:
+            check_id(id)
+        return [spec.entry() for spec in events]
 
     def _run_updaters(self, current: Mapping[str, StoredProcessInfo], updates: Mapping[str, Updater],
                       errors: list[Exception]) -> tuple[dict[str, StoredProcessInfo | None],

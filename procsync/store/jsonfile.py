@@ -530,9 +530,7 @@ class ProcessStateStore(StateStore):
     def write_batch(self, updates: Mapping[str, Updater],
                     events: Sequence[EventSpec] = ()) -> dict[str, StoredProcessInfo | None]:
         """See `StateStore.write_batch`: at most one write of the state file and one of the history."""
-        for id in updates:
-            check_id(id)
-        entries = [spec.entry() for spec in events]
+        entries = self._checked_batch(updates, events)
         errors: list[Exception] = []
         with self._writer(), contextlib.ExitStack() as stack:
             blocked = self._enter_write_lock(stack)

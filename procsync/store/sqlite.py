@@ -570,9 +570,7 @@ class SQLiteStateStore(StateStore):
     def write_batch(self, updates: Mapping[str, Updater],
                     events: Sequence[EventSpec] = ()) -> dict[str, StoredProcessInfo | None]:
         """See `StateStore.write_batch`: one transaction for every change and event."""
-        for id in updates:
-            check_id(id)
-        entries = [spec.entry() for spec in events]
+        entries = self._checked_batch(updates, events)
         errors: list[Exception] = []
         done: list[tuple[dict[str, StoredProcessInfo | None],
                          dict[str, StoredProcessInfo | None], list[Exception]]] = []
