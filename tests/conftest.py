@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 
 # every lock procsync makes checks the documented order (procsync.locks.ORDER) in the tests,
 # and raises LockOrderError when it is broken; children started by the tests inherit it
 os.environ["PROCSYNC_LOCK_ORDER"] = "1"
 
+import openapi_check
 import pytest
-from helpers import fill_backlog, kill_marked_after_grace
+from helpers import fill_backlog, kill_marked_after_grace, listener_code, python_cmd, wait_until
 
 from procsync import ProcessManager, ServerOrchestrator
+from procsync.health import port_open
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +25,15 @@ def no_leaked_processes(request):
     leaked = kill_marked_after_grace()
     if leaked:
         pytest.fail("test leaked processes:\n  " + "\n  ".join(leaked), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def api_answers_conform(monkeypatch):
+    """Fail a test that got an answer from a procsync API that its OpenAPI document does not describe."""
+    problems = openapi_check.watch_test_clients(monkeypatch)
+    yield
+    if problems:
+        pytest.fail("API answers not in the OpenAPI document:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -83,3 +95,22 @@ def make_orch(tmp_path):
     finally:
         for orch in made:
             orch.shutdown(stop_servers=True)
+
+
+@pytest.fixture
+def external_listener():
+    """Starts a process procsync does not manage, listening on a port (an orphan for the server on
+    that port); kills it after."""
+    procs: list[subprocess.Popen] = []
+
+    def start(port: int) -> subprocess.Popen:
+        proc = subprocess.Popen(python_cmd(listener_code(port)), start_new_session=True)
+        procs.append(proc)
+        wait_until(lambda: port_open(port), 5, f"external listener on {port}")
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)

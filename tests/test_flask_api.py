@@ -75,26 +75,6 @@ def assert_error(resp, status, code=None):
     return body
 
 
-@pytest.fixture
-def external_listener():
-    """A process procsync does not manage, holding a port: an orphan for the server on that port."""
-    procs = []
-
-    def start(port):
-        proc = subprocess.Popen(python_cmd(listener_code(port)), start_new_session=True)
-        procs.append(proc)
-        from procsync.health import port_open
-
-        wait_until(lambda: port_open(port), 5, f"external listener on {port}")
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-
-
 # -- reading -------------------------------------------------------------------------
 
 

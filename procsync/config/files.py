@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import signals
 from ..errors import ConfigError, ProcSyncError
+from .fielddoc import documented
 from .records import ServerConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -66,24 +67,65 @@ class ConfigFileError(ConfigError):
 class Webhook:
     """One `[procsync] webhooks` entry: where to POST which signals, signed with `secret`."""
 
-    url: str
-    events: tuple[str, ...] | None = None  # None: DEFAULT_WEBHOOK_EVENTS
-    secret: str | None = None
+    url: str = documented(toml="http(s) URL", doc="where each event is POSTed as JSON",
+                          example='webhooks = [{url = "https://hooks.example.com/procsync"}]')
+    events: tuple[str, ...] | None = documented(  # None: DEFAULT_WEBHOOK_EVENTS
+        None, toml="list of signal names", default_text="every signal but `health_check`",
+        doc="which signals to send; the names are in the [signals reference](signals.md)",
+        example='webhooks = [{url = "https://hooks.example.com/p", events = ["server_fatal"]}]')
+    secret: str | None = documented(
+        None, toml="string",
+        doc="signs the body: header `X-Procsync-Signature: sha256=<hex HMAC-SHA256>`",
+        example='webhooks = [{url = "https://hooks.example.com/p", secret = "${HOOK_SECRET}"}]')
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The `[procsync]` table, paths already absolute."""
 
-    state_file: str
-    log_dir: str
-    interval: float = DEFAULT_INTERVAL
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    auth_token: str | None = None
-    url_prefix: str = DEFAULT_URL_PREFIX
-    webhooks: tuple[Webhook, ...] = ()
-    history: float = DEFAULT_HISTORY  # seconds of resource samples kept per server (0: none)
+    state_file: str = documented(
+        toml="path", default_text=f"`{STATE_DIR}/state.json`",
+        doc="where the orchestrator remembers its processes; a `.db`, `.sqlite` or `.sqlite3` "
+            "name selects SQLite ([the state file](state-file.md))",
+        example='state_file = "/var/lib/procsync/state.db"')
+    log_dir: str = documented(
+        toml="path", default_text=f"`{STATE_DIR}/logs`",
+        doc="where server output goes (`<id>.log`) unless a server sets `log_file`",
+        example='log_dir = "logs"')
+    interval: float = documented(
+        DEFAULT_INTERVAL, toml="number (s), above 0 and at most 31536000",
+        doc="health-check period of the monitor", example="interval = 1.5")
+    host: str = documented(
+        DEFAULT_HOST, toml="string (no spaces)",
+        doc="address `serve` listens on (`--host` overrides); clients connect here (`0.0.0.0` → "
+            "`127.0.0.1`). Without a token, `serve` refuses an address that is not loopback "
+            "(exit 2) unless given `--allow-remote-without-token`",
+        example='host = "0.0.0.0"')
+    port: int = documented(
+        DEFAULT_PORT, toml="integer (1..65535)",
+        doc="port `serve` listens on (`--port` overrides) and clients connect to",
+        example="port = 9000")
+    auth_token: str | None = documented(
+        None, toml="string of printable ASCII, no spaces",
+        doc="when set, every API call needs `Authorization: Bearer <token>`; clients send it. "
+            "`PROCSYNC_AUTH_TOKEN` in the environment wins over this key, for `serve` and "
+            "clients alike, and is never passed on to servers or health-check commands",
+        example='auth_token = "${PROCSYNC_TOKEN}"')
+    url_prefix: str = documented(
+        DEFAULT_URL_PREFIX, toml="URL path",
+        doc="where the dashboard and API are mounted; `/` redirects there. `/` or `/`-separated "
+            "names of ASCII letters, digits, `-`, `_`, `.`, `~` (no spaces, quotes, `%`, `?`, "
+            "`#`, `<`, non-ASCII, empty, `.` or `..` segments); a trailing `/` is dropped",
+        example='url_prefix = "/ops/procsync"')
+    webhooks: tuple[Webhook, ...] = documented(
+        (), toml="list of tables", doc="where to POST events; the keys are in the `webhooks` "
+        "table below", example='webhooks = [{url = "https://hooks.example.com/procsync"}]')
+    history: float = documented(  # seconds of resource samples kept per server (0: none)
+        DEFAULT_HISTORY, toml="number (s), 0..31536000",
+        doc="seconds of resource samples (CPU, memory, health, ports) kept in memory per server "
+            "for the dashboard's charts and `GET .../metrics`; `0` keeps none "
+            "([the resource history](monitoring.md#resource-history))",
+        example="history = 600")
 
     @classmethod
     def defaults(cls, folder: str | os.PathLike[str]) -> Settings:

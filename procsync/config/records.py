@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from .dotenv import DotenvError, read_dotenv
+from .fielddoc import documented
 from .schedule import parse_schedule
 from .units import parse_size
 
@@ -250,11 +251,24 @@ def _check_path(server_id: str, name: str, value: Any) -> str | None:
 class HealthCheck:
     """How to tell a server is healthy: exactly one of `http`, `tcp`, `command`."""
 
-    http: str | None = None
-    tcp: int | None = None
-    command: tuple[str, ...] | str | None = None
-    expect_status: int | None = None
-    timeout: float = 1.0
+    http: str | None = documented(
+        None, toml="http(s) URL",
+        doc="healthy when a GET answers `expect_status` (any 2xx or 3xx without it); no spaces "
+            "or control characters",
+        example='health = {http = "http://127.0.0.1:8000/healthz"}')
+    tcp: int | None = documented(None, toml="port (1..65535)",
+                                 doc="healthy when a TCP connection to this loopback port opens",
+                                 example="health = {tcp = 6379}")
+    command: tuple[str, ...] | str | None = documented(
+        None, toml="string or list of strings", doc="healthy when the command exits 0",
+        example='health = {command = ["pg_isready", "-q"]}')
+    expect_status: int | None = documented(
+        None, toml="integer 100..599", default_text="any 2xx or 3xx",
+        doc="the HTTP status an `http` check wants",
+        example='health = {http = "http://127.0.0.1:8000/", expect_status = 204}')
+    timeout: float = documented(
+        1.0, toml="number (s), above 0", doc="how long one check may take",
+        example='health = {tcp = 5432, timeout = 2.5}')
 
     def __post_init__(self) -> None:
         self.validate()
@@ -346,37 +360,136 @@ class SpawnConfig:
 class ServerConfig:
     """A registered server: its command and how to run, stop, check and restart it."""
 
-    command: str | tuple[str, ...] | list[str]
-    name: str | None = None
-    cwd: str | None = None
-    env: Mapping[str, str] | None = None
-    ports: tuple[int, ...] | list[int] = ()
-    color: str | None = None
-    shell: bool = False
-    stop_signal: str = "SIGTERM"
-    stop_timeout: float = 10.0
-    start_timeout: float = 30.0
-    autorestart: str = "no"
-    max_restarts: int = 5
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    stable_after: float = 10.0
-    health: HealthCheck | Mapping[str, Any] | None = None
-    autostart: bool = False
-    log_file: str | None = None
-    log_max_bytes: int = 10 * MiB
-    log_backups: int = 5
-    kind: str = "server"  # "job": meant to finish; never restarted after a success
-    depends_on: Mapping[str, str] | Sequence[str] | None = None  # id -> condition
-    restart_dependents: bool = False  # restarting this restarts what depends on it
-    group: str | None = None
-    ready_log_line: str | None = None  # a regular expression: ready when a log line matches
-    memory_limit: int | str | None = None  # bytes (or "512MB"), the whole tree's RSS
-    memory_action: str = "restart"  # restart | stop | alert
-    restart_schedule: str | None = None  # "03:00", "every 6h" or a five-field cron line
-    reload_signal: str | None = None  # sent by reload_server() instead of a restart
-    success_exit_codes: tuple[int, ...] | list[int] = (0,)
-    env_file: str | None = None  # a .env file merged under `env`, read at each start
+    command: str | tuple[str, ...] | list[str] = documented(
+        toml="string or list of strings",
+        doc="what to run. A string is split like a shell would (no shell runs unless `shell = true`); "
+            "a string that cannot be split (an unclosed quote, a trailing `\\`) is an error unless "
+            "`shell = true`",
+        example='command = "gunicorn app:app -b 127.0.0.1:8000"')
+    name: str | None = documented(
+        None, toml="string", default_text="the id", doc="display name",
+        example='name = "Web frontend"')
+    cwd: str | None = documented(
+        None, toml="path", default_text="the config file's folder",
+        doc="working directory; must exist at start", example='cwd = "backend"')
+    env: Mapping[str, str] | None = documented(
+        None, toml="table of string/number", default_text="`{}`",
+        doc="merged over the environment; every server also gets `PROCSYNC_ID=<id>`",
+        example='env = {DATABASE_URL = "postgres://localhost/app", WORKERS = 4}')
+    ports: tuple[int, ...] | list[int] = documented(
+        (), toml="list of integers (1..65535)",
+        doc="ports the server listens on: readiness, health, and orphan detection",
+        example="ports = [8000]")
+    color: str | None = documented(None, toml="string", doc="for the dashboard",
+                                   example='color = "#2a7ae2"')
+    shell: bool = documented(False, toml="bool", doc="run `command` with `/bin/sh -c`",
+                             example="shell = true")
+    stop_signal: str = documented(
+        "SIGTERM", toml="signal name or number",
+        doc='sent to the process group to stop it (`"INT"`, `"SIGINT"`, `2` all work)',
+        example='stop_signal = "SIGINT"')
+    stop_timeout: float = documented(10.0, toml="number (s), 0..31536000",
+                                     doc="wait before SIGKILL", example="stop_timeout = 20")
+    start_timeout: float = documented(30.0, toml="number (s), 0..31536000",
+                                      doc="readiness wait of a start", example="start_timeout = 60")
+    autorestart: str = documented(
+        "no", toml='`"no"`, `"on-failure"`, `"always"` (or bool)',
+        doc="restart policy after an exit nobody asked for; see [restarts](restarts.md)",
+        example='autorestart = "on-failure"')
+    max_restarts: int = documented(5, toml="integer",
+                                   doc='consecutive automatic restarts before "fatal"',
+                                   example="max_restarts = 10")
+    backoff_initial: float = documented(
+        1.0, toml="number (s), 0..31536000",
+        doc="delay of the 2nd consecutive restart (the 1st is immediate); doubles each time",
+        example="backoff_initial = 0.5")
+    backoff_max: float = documented(60.0, toml="number (s), 0..31536000",
+                                    doc="longest delay between restarts", example="backoff_max = 30")
+    stable_after: float = documented(10.0, toml="number (s), 0..31536000",
+                                     doc="uptime after which the restart count resets",
+                                     example="stable_after = 30")
+    health: HealthCheck | Mapping[str, Any] | None = documented(
+        None, toml="inline table",
+        doc='how to tell the server is well: `{http = URL, expect_status = 200, timeout = 1.0}`, '
+            '`{tcp = PORT}` or `{command = [...]}` (exit 0 = healthy); the keys are in the '
+            '`health` table below. Without it, health is "every port open" (or "alive" with '
+            'no ports)',
+        example='health = {http = "http://127.0.0.1:8000/healthz"}')
+    autostart: bool = documented(False, toml="bool", doc="started by `procsync serve`",
+                                 example="autostart = true")
+    log_file: str | None = documented(None, toml="path", default_text="`<log_dir>/<id>.log`",
+                                      doc="where stdout and stderr go",
+                                      example='log_file = "logs/web.log"')
+    log_max_bytes: int = documented(10 * MiB, toml="integer, 1..2^40 (1 TiB)",
+                                    default_text="10485760 (10 MiB)",
+                                    doc="rotate the log at this size",
+                                    example="log_max_bytes = 52428800")
+    log_backups: int = documented(5, toml="integer, 0..100",
+                                  doc="rotated logs kept (0: the log is emptied when it rotates)",
+                                  example="log_backups = 2")
+    kind: str = documented(
+        "server", toml='`"server"` or `"job"`',
+        doc='a job is meant to finish (migrations, a build step): after an exit with a success '
+            'code it reads "completed" and is never restarted; a failing job reads "crashed" and '
+            '`autorestart = "on-failure"` retries it',
+        example='kind = "job"')
+    depends_on: Mapping[str, str] | Sequence[str] | None = documented(
+        None, toml="list of ids, or table of id = condition",
+        doc='start these first and wait for each condition: `"started"`, `"healthy"`, '
+            '`"completed"`, `"completed_successfully"`, `"log_ready"`; a list means `"started"` '
+            "for each. Unknown ids and cycles are refused when the file is read",
+        example='depends_on = {migrate = "completed_successfully", db = "healthy"}')
+    restart_dependents: bool = documented(
+        False, toml="bool",
+        doc="set on a dependency: when it is restarted, the running servers that depend on it "
+            "are restarted after it is ready again",
+        example="restart_dependents = true")
+    group: str | None = documented(
+        None, toml="name (like an id)",
+        doc="for `start_group`/`stop_group`/`restart_group`, `procsync start --group NAME` and "
+            "the dashboard's group sections",
+        example='group = "backend"')
+    ready_log_line: str | None = documented(
+        None, toml="regular expression",
+        doc="the server is ready when a new line of its log matches (read as it is written, "
+            "from where the log ended at the start); with ports or a health check, those must "
+            "pass too",
+        example='ready_log_line = "Listening on .*:8000"')
+    memory_limit: int | str | None = documented(
+        None, toml="integer bytes, or a string with a unit",
+        doc="limit on the RSS of the server's whole process tree, checked each monitor tick; "
+            '`"512MB"` (powers of 1000: kB, MB, GB), `"1GiB"` (powers of 1024: KiB, MiB, GiB) '
+            'and `"512M"` (a bare K, M, G counts in powers of 1024, as PM2 and Docker do)',
+        example='memory_limit = "512MiB"')
+    memory_action: str = documented(
+        "restart", toml='`"restart"`, `"stop"`, `"alert"`',
+        doc="what a breach of `memory_limit` does; each records a `memory_limit` history entry "
+            "and sends `memory_limit_exceeded`",
+        example='memory_action = "alert"')
+    restart_schedule: str | None = documented(
+        None, toml="string",
+        doc='a graceful restart on a timetable: a daily time `"03:00"`, an interval '
+            '`"every 6h"` (also `m`, `s`, and `"every 1h30m"`), or a five-field cron line '
+            '`"0 4 * * sun"`; see [policies](policies.md)',
+        example='restart_schedule = "03:00"')
+    reload_signal: str | None = documented(
+        None, toml="signal name or number",
+        doc="sent to the process group by `reload_server(id)`, `POST …/reload` and "
+            '`procsync reload ID` instead of a restart (gunicorn and nginx reload on `"SIGHUP"`)',
+        example='reload_signal = "HUP"')
+    success_exit_codes: tuple[int, ...] | list[int] = documented(
+        (0,), toml="list of integers 0..255",
+        doc='exits that count as success: "exited" (or "completed" for a job) rather than '
+            '"crashed", not restarted by `"on-failure"`, and what `completed_successfully` '
+            "waits for",
+        example="success_exit_codes = [0, 3]")
+    env_file: str | None = documented(
+        None, toml="path",
+        doc="a `.env` file (`KEY=VALUE` lines, `export`, quotes, `#` comments, as foreman and "
+            "honcho read them) merged under `env` (`env` wins); read again at each start; a "
+            "missing or unparseable file refuses the start and names the file and line. "
+            "Relative to the config file's folder (from Python: to `cwd`)",
+        example='env_file = ".env.local"')
 
     def __post_init__(self) -> None:
         self._normalise(self.name or "?")

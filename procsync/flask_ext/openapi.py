@@ -2,7 +2,8 @@
 
 Written by hand (the API is small and fixed) so it says exactly what the
 views answer; tests/test_openapi_fuzz.py checks it against the registered
-routes and fuzzes the API with it.
+routes and fuzzes the API with it, and every answer the test suite gets
+through a Flask test client is validated against it (tests/openapi_check.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..version import __version__
 
 STATUSES = ["stopped", "waiting", "starting", "running", "stopping", "backoff", "fatal", "exited",
             "crashed", "completed", "skipped"]
+RELOAD_CHANGES = ["added", "removed", "changed", "unchanged"]
 CONDITIONS = ["started", "healthy", "completed", "completed_successfully", "log_ready"]
 
 
@@ -70,8 +72,9 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "name", "color", "command", "cwd", "ports", "status", "running", "pid",
                      "health", "uptime", "restarts", "last_exit_code", "cpu_percent",
-                     "memory_rss", "orphaned", "orphaned_pid", "log_file", "kind", "group",
-                     "depends_on", "reload_signal"],
+                     "memory_rss", "orphaned", "orphaned_pid", "log_file", "started_at",
+                     "autorestart", "message", "env_keys", "kind", "group", "depends_on",
+                     "reload_signal"],
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
@@ -82,12 +85,12 @@ SCHEMAS: dict[str, Any] = {
             "status": {"enum": STATUSES},
             "running": {"type": "boolean"},
             "pid": _nullable("integer"),
-            "health": {"type": "string"},
+            "health": {"enum": list(HEALTH_STATES)},
             "uptime": _nullable("number"),
             "restarts": {"type": "integer", "minimum": 0},
             "last_exit_code": _nullable("integer"),
             "cpu_percent": _nullable("number"),
-            "memory_rss": _nullable("integer"),
+            "memory_rss": {"type": "integer", "minimum": 0, "description": "bytes, the whole tree"},
             "orphaned": {"type": "boolean"},
             "orphaned_pid": _nullable("integer"),
             "log_file": _nullable("string"),
@@ -103,7 +106,10 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Instance": {
-        "type": ["object", "null"],
+        "type": "object",
+        "description": "the instance that answered, and the one that leads (its name, or null "
+                       "when none does)",
+        "required": ["name", "pid", "is_leader", "leader"],
         "properties": {
             "name": {"type": "string"},
             "pid": {"type": "integer"},
@@ -148,7 +154,7 @@ SCHEMAS: dict[str, Any] = {
     "KillResult": {
         "type": "object",
         "required": ["success", "id", "pid", "signal", "exit_code", "message"],
-        "properties": {"success": {"type": "boolean"}, "id": {"type": "string"},
+        "properties": {"success": {"const": True}, "id": {"type": "string"},
                        "pid": _nullable("integer"), "signal": _nullable("string"),
                        "exit_code": _nullable("integer"), "message": {"type": "string"}},
     },
@@ -159,7 +165,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "HistoryEntry": {
         "type": "object",
-        "required": ["id", "event", "at"],
+        "required": ["id", "event", "at", "pid", "exit_code", "reason", "log_tail"],
         "properties": {
             "id": {"type": "string"},
             "event": {"type": "string"},
@@ -203,8 +209,21 @@ SCHEMAS: dict[str, Any] = {
     "ReloadResult": {
         "type": "object",
         "required": ["changes"],
-        "properties": {"changes": {"type": "object",
-                                   "additionalProperties": {"type": "string"}}},
+        "properties": {"changes": {"type": "object", "description": "server id -> change",
+                                   "additionalProperties": {"enum": list(RELOAD_CHANGES)}}},
+    },
+    "OpenAPI": {
+        "type": "object",
+        "description": "An OpenAPI 3.1 document: this one.",
+        "required": ["openapi", "info", "servers", "paths", "components"],
+        "properties": {
+            "openapi": {"type": "string", "pattern": "^3\\.1\\."},
+            "info": {"type": "object", "required": ["title", "version"]},
+            "servers": {"type": "array", "items": {"type": "object", "required": ["url"]}},
+            "paths": {"type": "object"},
+            "components": {"type": "object"},
+            "security": {"type": "array", "items": {"type": "object"}},
+        },
     },
     "StartBody": {
         "type": "object",
@@ -227,15 +246,23 @@ def _query_int(name: str, low: int, high: int, default: int, what: str) -> dict[
             "schema": {"type": "integer", "minimum": low, "maximum": high, "default": default}}
 
 
-def _common_errors(*, unknown: bool = False, body: bool = False, what: str = "server id",
-                   ) -> dict[str, Any]:
+# Any route: an exception the view did not expect (logged with its traceback, never sent), or
+# a procsync error; not_configured when the app has no orchestrator.
+UNEXPECTED = "internal_error, error or not_configured: an unexpected failure, logged by the app"
+
+
+def _common_errors(*, unknown: bool = False, body: bool = False, query: bool = False,
+                   what: str = "server id") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if body:
         out["400"] = _error("bad_json, bad_field or bad_content_type")
+    if query:
+        out["400"] = _error("bad_field: a query argument that is not a number or out of range")
     out["401"] = _error("token configured and missing or wrong")
     out["403"] = _error("refused: forbidden, cross_origin, bad_host, remote_refused")
     if unknown:
         out["404"] = _error(f"unknown {what}")
+    out["500"] = _error(UNEXPECTED)
     return out
 
 
@@ -259,8 +286,8 @@ def _action(summary: str, body: dict[str, Any], server_id: dict[str, Any], *,
     if starts:
         responses["424"] = _error("dependency_failed: a dependency can no longer meet its "
                                   "condition; the server is skipped")
-    responses["500"] = _error("start_failed, start_timeout, stop_failed" if starts
-                              else "stop_failed")
+    responses["500"] = _error(("start_failed, start_timeout, stop_failed; " if starts
+                               else "stop_failed; ") + UNEXPECTED)
     return {
         "summary": summary,
         "parameters": [server_id],
@@ -280,8 +307,8 @@ def _group_action(summary: str, body: dict[str, Any], group: dict[str, Any]) -> 
             "409": _error("a server's action was refused (already_running, already_stopped, "
                           "port_in_use, start_cancelled); `results` has every server's"),
             "424": _error("dependency_failed: a server was skipped; `results` has every server's"),
-            "500": _error("start_failed, start_timeout, stop_failed; `results` has every "
-                          "server's"),
+            "500": _error("start_failed, start_timeout, stop_failed (`results` has every "
+                          "server's); " + UNEXPECTED),
         },
     }
 
@@ -295,7 +322,7 @@ def _paths(ids: list[str], groups: list[str], token: bool) -> dict[str, Any]:
     return {
         "/openapi.json": {"get": {
             "summary": "this document",
-            "responses": {"200": _json({"type": "object"}, "the OpenAPI document"),
+            "responses": {"200": _json(_ref("OpenAPI"), "the OpenAPI document"),
                           **_common_errors()}}},
         "/servers": {"get": {
             "summary": "every registered server's status",
@@ -319,7 +346,7 @@ def _paths(ids: list[str], groups: list[str], token: bool) -> dict[str, Any]:
                           **_common_errors(unknown=True, body=True),
                           "409": _error("already_stopped (not running), not_supported (no "
                                         "reload_signal configured)"),
-                          "500": _error("the signal could not be sent")}}},
+                          "500": _error("the signal could not be sent; " + UNEXPECTED)}}},
         "/servers/{server_id}/kill-orphan": {"post": {
             "summary": "kill the untracked process holding this server's port",
             "parameters": [server_id],
@@ -331,24 +358,24 @@ def _paths(ids: list[str], groups: list[str], token: bool) -> dict[str, Any]:
             "summary": "the last lines of the server's log",
             "parameters": [server_id, _query_int("lines", 1, 10_000, 100, "how many lines")],
             "responses": {"200": _json(_ref("Logs"), "the lines"),
-                          **_common_errors(unknown=True, body=True)}}},
+                          **_common_errors(unknown=True, query=True)}}},
         "/servers/{server_id}/logs/stream": {"get": {
             "summary": "SSE: the last `lines` lines, then every new line, across rotation",
             "parameters": [server_id, _query_int("lines", 0, 10_000, 0, "backlog lines")],
             "responses": {"200": _sse("`lines` and `rotated` events, heartbeat comments"),
-                          **_common_errors(unknown=True, body=True)}}},
+                          **_common_errors(unknown=True, query=True)}}},
         "/servers/{server_id}/history": {"get": {
             "summary": "what happened to the server, newest first",
             "parameters": [server_id, _query_int("limit", 1, 1000, 50, "how many entries")],
             "responses": {"200": _json(_ref("History"), "the history"),
-                          **_common_errors(unknown=True, body=True)}}},
+                          **_common_errors(unknown=True, query=True)}}},
         "/servers/{server_id}/metrics": {"get": {
             "summary": "the server's resource history: CPU, memory, health, ports per tick",
             "parameters": [server_id, {"name": "since", "in": "query", "required": False,
                                        "description": "only samples at or after this unix time",
                                        "schema": {"type": "number"}}],
             "responses": {"200": _json(_ref("ResourceHistory"), "the samples"),
-                          **_common_errors(unknown=True, body=True)}}},
+                          **_common_errors(unknown=True, query=True)}}},
         "/metrics": {"get": {
             "summary": "every server's figures and procsync's own, in the Prometheus text format",
             "responses": {"200": {"description": "the Prometheus text exposition format",
