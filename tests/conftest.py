@@ -12,7 +12,7 @@ os.environ["PROCSYNC_LOCK_ORDER"] = "1"
 
 import openapi_check
 import pytest
-from helpers import fill_backlog, kill_marked_after_grace, listener_code, python_cmd, wait_until
+from helpers import fill_backlog, kill_marked_after_grace, python_cmd, wait_until
 
 from procsync import ProcessManager, ServerOrchestrator
 from procsync.health import port_open
@@ -98,15 +98,16 @@ def make_orch(tmp_path):
 
 
 @pytest.fixture
-def external_listener():
-    """Starts a process procsync does not manage, listening on a port (an orphan for the server on
-    that port); kills it after."""
+def outsider():
+    """Starts processes procsync does not manage (`outsider(code, port)` waits until `port`
+    listens: an orphan for the server on that port); kills them all after."""
     procs: list[subprocess.Popen] = []
 
-    def start(port: int) -> subprocess.Popen:
-        proc = subprocess.Popen(python_cmd(listener_code(port)), start_new_session=True)
+    def start(code: str, port: int | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(python_cmd(code), start_new_session=True)
         procs.append(proc)
-        wait_until(lambda: port_open(port), 5, f"external listener on {port}")
+        if port is not None:
+            wait_until(lambda: port_open(port, timeout=0.2), 5, f"outsider on port {port}")
         return proc
 
     yield start

@@ -9,6 +9,7 @@ left its process group or was reparented to PID 1.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,9 +57,10 @@ def is_gone(pid: int) -> bool:
         return True
 
 
-def marked_processes() -> list[psutil.Process]:
-    """Live processes started during this test session (they carry the run marker)."""
-    token = os.environ[RUN_MARKER]
+def marked_processes(token: str | None = None) -> list[psutil.Process]:
+    """Live processes started during this test session (they carry the run marker), or carrying
+    `token` as their marker instead (a fixture that outlives one test gives its processes one)."""
+    token = token or os.environ[RUN_MARKER]
     me = os.getpid()
     found = []
     for proc in psutil.process_iter(["pid"]):
@@ -87,9 +89,9 @@ def running_counts() -> collections.Counter[str]:
     return counts
 
 
-def kill_marked() -> list[str]:
+def kill_marked(token: str | None = None) -> list[str]:
     """Kill every marked process (and its group); describe what was found."""
-    leaked = marked_processes()
+    leaked = marked_processes(token)
     described = []
     for proc in leaked:
         try:
@@ -105,12 +107,28 @@ def kill_marked() -> list[str]:
     return described
 
 
-def kill_marked_after_grace(grace: float = 2.0) -> list[str]:
+def kill_marked_after_grace(grace: float = 2.0, token: str | None = None) -> list[str]:
     """Leaked processes, allowing `grace` s for ones already dying (signalled, not yet reaped)."""
     deadline = time.monotonic() + grace
-    while marked_processes() and time.monotonic() < deadline:
+    while marked_processes(token) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return kill_marked()
+    return kill_marked(token)
+
+
+@contextlib.contextmanager
+def serving(app: Any, name: str = "test-http") -> Iterator[int]:
+    """Serve the WSGI `app` on a free loopback port from a thread; yields the port, shuts down after."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
 
 
 def python_cmd(code: str) -> list[str]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from helpers import free_port, listener_code, python_cmd, wait_until
-from werkzeug.serving import make_server
+from helpers import free_port, listener_code, python_cmd, serving, wait_until
 
 from procsync import ServerOrchestrator
 from procsync.flask_ext import ProcSync
@@ -79,16 +77,11 @@ def site(tmp_path):
     app = Flask("browser")
     app.config.update(PROCSYNC_AUTH_TOKEN=TOKEN, PROCSYNC_EVENTS_HEARTBEAT=1.0)
     ProcSync(app, orch)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="browser-http", daemon=True)
-    thread.start()
-    try:
-        yield orch, f"http://127.0.0.1:{server.server_port}/procsync/"
-    finally:
-        orch.shutdown(stop_servers=True)
-        server.shutdown()
-        thread.join(5)
-        server.server_close()
+    with serving(app, "browser-http") as port:
+        try:
+            yield orch, f"http://127.0.0.1:{port}/procsync/"
+        finally:
+            orch.shutdown(stop_servers=True)
 
 
 @pytest.fixture

@@ -49,7 +49,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 from docblocks import (
     ROOT,
@@ -63,7 +62,7 @@ from docblocks import (
     shell_commands,
     why_not_runnable,
 )
-from helpers import RUN_MARKER, free_port, wait_until
+from helpers import RUN_MARKER, free_port, kill_marked_after_grace, wait_until
 
 PYTHON_TIMEOUT = 60.0
 LINE_TIMEOUT = 60.0
@@ -363,33 +362,7 @@ class DocsShell:
                 except subprocess.TimeoutExpired:
                     os.killpg(self.serve.pid, signal.SIGKILL)
                     self.serve.wait(timeout=10)
-        return self.kill_left()
-
-    def kill_left(self) -> list[str]:
-        """Kill the processes that carry this serve's token (a grace for ones already dying)."""
-        def left() -> list[psutil.Process]:
-            found = []
-            for proc in psutil.process_iter():
-                try:
-                    if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(RUN_MARKER) == self.token:
-                        found.append(proc)
-                except psutil.Error:
-                    continue
-            return found
-
-        try:
-            wait_until(lambda: not left(), 2, "stopped servers to end")
-        except AssertionError:
-            pass
-        described = []
-        for proc in left():
-            try:
-                described.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:120]}")
-                proc.kill()
-                proc.wait(timeout=5)
-            except psutil.Error:
-                pass
-        return described
+        return kill_marked_after_grace(token=self.token)  # what is left carrying our token
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import PY, free_port, is_gone, running_counts, wait_until
-from werkzeug.serving import make_server
+from helpers import PY, free_port, is_gone, running_counts, serving, wait_until
 
 from procsync.health import port_open
 
@@ -182,12 +180,9 @@ class Browser:
 
 
 def test_the_session_cookie_over_real_http(app, port):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="flask-admin-test", daemon=True)
-    thread.start()
-    try:
-        browser = Browser(server.server_port)
-        origin = f"http://127.0.0.1:{server.server_port}"
+    with serving(app, "flask-admin-test") as http_port:
+        browser = Browser(http_port)
+        origin = f"http://127.0.0.1:{http_port}"
         json_post = {"Content-Type": "application/json", "Origin": origin}
 
         resp, set_cookie, _ = browser.request(
@@ -216,10 +211,6 @@ def test_the_session_cookie_over_real_http(app, port):
         assert resp.status == 302
         resp, _, data = browser.request("GET", f"{API}/servers")
         assert (resp.status, json.loads(data)["error"]) == (403, "forbidden")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_flask_app_option_finds_the_factory(tmp_path):

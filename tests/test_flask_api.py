@@ -169,8 +169,8 @@ def test_start_timeout_is_500_and_a_vanished_cwd_is_400(client, orch, tmp_path):
     assert "cwd" in body["message"]
 
 
-def test_port_held_by_orphan_409_then_kill_orphan(client, orch, external_listener):
-    holder = external_listener(orch.web_port)
+def test_port_held_by_orphan_409_then_kill_orphan(client, orch, outsider):
+    holder = outsider(listener_code(orch.web_port), orch.web_port)
     body = assert_error(post(client, f"{P}/servers/web/start"), 409, "port_in_use")
     assert str(holder.pid) in body["message"]
     status = wait_until(lambda: (s := client.get(f"{P}/servers/web").get_json())["orphaned"] and s,

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask, redirect
-from helpers import free_port, listener_code, python_cmd, wait_until
-from werkzeug.serving import make_server
+from helpers import free_port, listener_code, python_cmd, serving, wait_until
 
 from procsync.flask_ext import ProcSync
 
@@ -227,16 +226,11 @@ def proto_site(orch):
     app = Flask("proto-ids")
     app.config["PROCSYNC_EVENTS_HEARTBEAT"] = 1.0
     ProcSync(app, orch)  # no token: the browser is a loopback client
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="proto-http", daemon=True)
-    thread.start()
-    try:
-        yield orch, f"http://127.0.0.1:{server.server_port}/procsync/"
-    finally:
-        orch.stop_all()
-        server.shutdown()
-        thread.join(5)
-        server.server_close()
+    with serving(app, "proto-http") as port:
+        try:
+            yield orch, f"http://127.0.0.1:{port}/procsync/"
+        finally:
+            orch.stop_all()
 
 
 @pytest.fixture

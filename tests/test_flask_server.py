@@ -5,12 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import threading
 
 import pytest
 from flask import Flask
-from helpers import python_cmd, wait_until
-from werkzeug.serving import make_server
+from helpers import python_cmd, serving, wait_until
 
 from procsync import ServerOrchestrator
 from procsync.flask_ext import ProcSync
@@ -91,25 +89,20 @@ def live(orch):
     app = Flask("live")
     app.config.update(PROCSYNC_AUTH_TOKEN=TOKEN, PROCSYNC_EVENTS_HEARTBEAT=0.3)
     ProcSync(app, orch)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-    thread.start()
     clients: list[SSEClient] = []
+    with serving(app) as port:
 
-    def connect(path: str, headers: dict[str, str] | None = None) -> SSEClient:
-        client = SSEClient(server.server_port, path, headers)
-        clients.append(client)
-        return client
+        def connect(path: str, headers: dict[str, str] | None = None) -> SSEClient:
+            client = SSEClient(port, path, headers)
+            clients.append(client)
+            return client
 
-    connect.port = server.server_port  # type: ignore[attr-defined]
-    try:
-        yield connect
-    finally:
-        for client in clients:
-            client.close()
-        server.shutdown()
-        thread.join(5)
-        server.server_close()
+        connect.port = port  # type: ignore[attr-defined]
+        try:
+            yield connect
+        finally:
+            for client in clients:
+                client.close()
 
 
 def call(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:

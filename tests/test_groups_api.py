@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 
 import pytest
 from flask import Flask
@@ -21,9 +20,9 @@ from helpers import (
     is_gone,
     listener_code,
     python_cmd,
+    serving,
     wait_until,
 )
-from werkzeug.serving import make_server
 
 from procsync.flask_ext import ProcSync
 from procsync.flask_ext.views import STATUS_FOR_CODE
@@ -255,15 +254,8 @@ def test_document_lists_the_group_names_and_server_fields(site):
 def live(site):
     orch, files = site
     app = make_app(orch, PROCSYNC_AUTH_TOKEN=TOKEN)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="groups-http", daemon=True)
-    thread.start()
-    try:
-        yield orch, files, server.server_port
-    finally:
-        server.shutdown()
-        thread.join(5)
-        server.server_close()
+    with serving(app, "groups-http") as port:
+        yield orch, files, port
 
 
 def http_post(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:

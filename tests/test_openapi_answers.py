@@ -180,7 +180,7 @@ class Api:
         return self(method="POST", path=path, expect=expect, json={} if body is None else body)
 
 
-def test_every_documented_operation_answers_as_documented(orch, tmp_path, external_listener):
+def test_every_documented_operation_answers_as_documented(orch, tmp_path, outsider):
     web_port = free_port()
     hups = {"count": tmp_path / "hups.txt", "ready": tmp_path / "hup-ready.txt"}
     orch.register_servers({
@@ -237,7 +237,7 @@ def test_every_documented_operation_answers_as_documented(orch, tmp_path, extern
     api("GET", "/servers/failer/history", 200)
 
     # an outsider holds web's port: web is orphaned, and kill-orphan kills exactly it
-    stray = external_listener(web_port)
+    stray = outsider(listener_code(web_port), web_port)
     orphaned = wait_until(lambda: api("GET", "/servers/web", 200).get_json()["orphaned_pid"],
                           10, "web to be marked orphaned")
     assert orphaned == stray.pid

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 
@@ -13,27 +12,6 @@ from helpers import PY, free_port, is_gone, listener_code, python_cmd, wait_unti
 
 from procsync.health import port_open
 from procsync.ports import listening_ports
-
-
-@pytest.fixture
-def outsider():
-    """Start processes that procsync does not track; kill them all afterwards."""
-    procs: list[subprocess.Popen] = []
-
-    def start(code: str, port: int | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(python_cmd(code), start_new_session=True)
-        procs.append(proc)
-        if port is not None:
-            wait_until(lambda: port_open(port, timeout=0.2), 5, f"outsider on port {port}")
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
 
 
 def sleeper(seconds: float = 60) -> list[str]:
