@@ -62,6 +62,7 @@ def _interval(value: Any) -> float:
 class _Watch:
     health: HealthCheck | None = None
     start_timeout: float = 0.0
+    ports_required: bool = True
 
 
 @dataclass(slots=True)
@@ -128,10 +129,12 @@ class ProcessMonitor:
     # ------------------------------------------------------------ config
 
     def watch(self, id: str, *, health: HealthCheck | Mapping[str, Any] | None = None,
-              start_timeout: float = 0.0) -> None:
+              start_timeout: float = 0.0, ports_required: bool = True) -> None:
         """Check `id` (again), with an optional HealthCheck and a start-up grace period.
 
-        Ports come from the manager's ProcessInfo. For `start_timeout`
+        Ports come from the manager's ProcessInfo; with `ports_required`
+        false they are probed and reported but a closed one is no failure
+        (a process offered a port it need not use). For `start_timeout`
         seconds after the process started, failing checks make it
         "unhealthy" but never "unresponsive". A running monitor thread checks
         at once (not at its next interval), so a server that is still starting
@@ -149,7 +152,7 @@ class ProcessMonitor:
         ):
             raise ConfigError(id, "start_timeout", f"must be a number >= 0, not {start_timeout!r}")
         with self._lock:
-            self._watches[id] = _Watch(health, float(start_timeout))
+            self._watches[id] = _Watch(health, float(start_timeout), bool(ports_required))
             self._ignored.discard(id)
         self._wake.set()
 
@@ -391,7 +394,8 @@ class ProcessMonitor:
             for (look, kind, port), reason in zip(owners, results, strict=True):
                 if kind == "port":
                     look.ports[port] = reason is None
-                    uses_ports = watches.get(look.info.id, _Watch()).health is None
+                    watch = watches.get(look.info.id, _Watch())
+                    uses_ports = watch.health is None and watch.ports_required
                     if reason is not None and uses_ports:
                         look.failures.append(f"port {port}: {reason}")
                 elif reason is not None:

@@ -109,6 +109,8 @@ class ServerStatus:
     group: str | None = None
     depends_on: dict[str, str] = field(default_factory=dict)  # id -> condition
     reload_signal: str | None = None
+    listening: tuple[int, ...] = ()  # the ports of `ports` its process tree listens on now
+    ports_required: bool = True  # False: `ports` are offered (a Procfile's PORT), not waited for
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values under the same snake_case keys; times as ISO 8601."""

@@ -72,7 +72,8 @@ def site(tmp_path):
                 "ports": [api_port], "color": "#12a594", "stop_timeout": 2, "group": "app",
                 "depends_on": {"migrate": "completed_successfully", "web": "healthy"}},
         "worker": {"name": "Job worker", "command": python_cmd(WORKER), "color": "#e5484d",
-                   "stop_timeout": 2, "autorestart": "on-failure", "reload_signal": "SIGHUP"},
+                   "stop_timeout": 2, "autorestart": "on-failure", "reload_signal": "SIGHUP",
+                   "ports": [free_port()], "ports_required": False},  # offered, never listened on
     })
     app = Flask("browser")
     app.config.update(PROCSYNC_AUTH_TOKEN=TOKEN, PROCSYNC_EVENTS_HEARTBEAT=1.0)
@@ -135,6 +136,14 @@ def test_dashboard_starts_and_stops_a_server_live(site, browser):
     wait.until(lambda d: state_of(d, "worker") == "running" and state_of(d, "api") == "running")
     wait.until(lambda d: state_of(d, "migrate") == "completed")  # api waited for it
     assert browser.execute_script("return window.__noReload;") == 1
+
+    # A port is a link once the server listens on it; an offered port it ignores is marked idle.
+    worker_port = orch.get_server("worker").ports[0]
+    web_link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr.server[data-id="web"] .ports a'))
+    assert web_link[0].text == f":{orch.get_server('web').ports[0]}"
+    idle = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr.server[data-id="worker"] .ports .port-idle'))
+    assert idle[0].text == f":{worker_port}" and "need not" in idle[0].get_attribute("title")
+    wait.until(lambda d: orch.get_server("worker").health == "healthy")
 
     # The log panel follows the selected server live; its history is listed.
     browser.find_element(By.CSS_SELECTOR, 'tr.server[data-id="worker"] .name-btn').click()

@@ -196,7 +196,9 @@ def test_procfile_with_dotenv_gets_foreman_ports(tmp_path, monkeypatch):
     worker = loaded.registry["worker"]
     assert worker.command == 'python worker.py --queue "$QUEUE"'
     assert worker.shell is True and worker.autostart is True and worker.cwd == str(tmp_path)
-    assert worker.env == {"QUEUE": "emails", "SECRET": "a b", "GREETING": "hi\nthere", "EMPTY": "", "PORT": "5100"}
+    assert worker.env == {"QUEUE": "emails", "SECRET": "a b", "GREETING": "hi\nthere", "EMPTY": "", "PORT": "5100",
+                          "PS": "worker.1"}
+    assert worker.ports_required is False and worker.group is None
     assert loaded.settings == Settings.defaults(tmp_path)
 
 

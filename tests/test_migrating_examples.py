@@ -55,8 +55,8 @@ def _run(loaded, tmp_path) -> dict[str, int]:
         results = orch.start_all()
         assert all(r.success for r in results.values()), results
         statuses = wait_until(lambda: (s := orch.get_server_status())
-                              and all(x.status == "running" for x in s) and s,
-                              timeout=30, what="every server running")
+                              and all(x.status == "running" and x.listening == x.ports for x in s) and s,
+                              timeout=30, what="every server running and listening on its ports")
         pids = {s.id: s.pid for s in statuses}
         for config in loaded.registry.values():
             for port in config.ports:

@@ -40,7 +40,8 @@ def status_body(**changes):
             "memory_rss": 1024, "orphaned": False, "orphaned_pid": None, "log_file": None,
             "kind": "server", "group": None, "depends_on": {}, "reload_signal": None,
             "started_at": "2026-01-02T03:04:05.123456+00:00", "autorestart": "no",
-            "message": None, "env_keys": ["API_KEY"]}
+            "message": None, "env_keys": ["API_KEY"], "listening": [8080],
+            "ports_required": True}
     body.update(changes)
     return {k: v for k, v in body.items() if v is not ...}
 

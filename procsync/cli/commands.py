@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ..config import HealthCheck, ServerConfig, SpawnConfig
+from ..config import HealthCheck, ServerConfig, SpawnConfig, formation_text
 from ..errors import ConfigError, ProcSyncError
 from ..redact import shown_command
 from .client import ApiClient, ClientError, connect_host, error_text, server_path
@@ -26,6 +26,7 @@ from .common import (
     Failed,
     config_option,
     fmt_bytes,
+    formation_option,
     load_or_fail,
     make_client,
     server_cells,
@@ -48,6 +49,9 @@ def status_note(s: dict[str, Any]) -> str:
     if s.get("kind") == "job":
         code = s.get("last_exit_code")
         return "job" + (f", exit code {code}" if code is not None and not s.get("running") else "")
+    idle = [p for p in s.get("ports") or [] if p not in (s.get("listening") or [])]
+    if s.get("running") and idle and s.get("ports_required") is False:
+        return f"not listening on {', '.join(map(str, idle))} (not required)"
     return ""
 
 
@@ -72,14 +76,15 @@ def status_table(servers: list[dict[str, Any]]) -> str:
 
 @click.command()
 @config_option
+@formation_option
 @click.option("--host", help="Address to listen on (default: [procsync] host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on (default: [procsync] port, 8420; 0 picks one).")
 @click.option("--stop-on-exit", is_flag=True, help="Stop the servers when procsync serve exits.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print server events.")
 @click.option("--allow-remote-without-token", "allow_remote", is_flag=True,
               help="Listen on a non-loopback --host even though no auth token is set (insecure).")
-def serve(config: str, host: str | None, port: int | None, stop_on_exit: bool, quiet: bool,
-          allow_remote: bool) -> None:
+def serve(config: str, formation: dict[str, int] | None, host: str | None, port: int | None,
+          stop_on_exit: bool, quiet: bool, allow_remote: bool) -> None:
     """Run the servers and the dashboard.
 
     Starts the servers with autostart = true, serves the dashboard and the JSON API,
@@ -90,7 +95,7 @@ def serve(config: str, host: str | None, port: int | None, stop_on_exit: bool, q
     """
     from .serve import run_serve
 
-    loaded = load_or_fail(config)
+    loaded = load_or_fail(config, formation)
     try:
         code = run_serve(loaded, host=host, port=port, stop_on_exit=stop_on_exit, quiet=quiet,
                          allow_remote_without_token=allow_remote)
@@ -352,6 +357,13 @@ def describe_health(health: HealthCheck | None, ports: tuple[int, ...]) -> str:
     return f"command {shown_command(health.command or ())}"
 
 
+def describe_ports(config: ServerConfig) -> str:
+    ports = ", ".join(map(str, config.ports)) or "-"
+    if config.ports and not config.ports_required:
+        ports += " (offered: it need not listen there; ready once it runs)"
+    return ports
+
+
 def runtime_warnings(server_id: str, config: ServerConfig) -> list[str]:
     """Problems of the machine now (not of the file): missing cwd, executable not on PATH."""
     problems = []
@@ -406,15 +418,17 @@ def policy_rows(c: ServerConfig) -> list[list[str]]:
 
 @click.command()
 @config_option
-def check(config: str) -> None:
+@formation_option
+def check(config: str, formation: dict[str, int] | None) -> None:
     """Validate a config and show what serve would run.
 
     Warns (on stderr) about a missing cwd or an executable not found on PATH.
     """
-    loaded = load_or_fail(config)
+    loaded = load_or_fail(config, formation)
     s = loaded.settings
     n = len(loaded.registry)
-    click.echo(f"{config}: OK ({loaded.format}, {n} server{'s' if n != 1 else ''})")
+    shape = f", formation {formation_text(loaded.formation)}" if loaded.formation else ""
+    click.echo(f"{config}: OK ({loaded.format}, {n} server{'s' if n != 1 else ''}{shape})")
     hooks = ", ".join(h.url for h in s.webhooks) or "none"
     click.echo(table(["SETTING", "VALUE"], [
         ["dashboard", f"http://{connect_host(s.host)}:{s.port}{s.url_prefix}/"],
@@ -431,9 +445,9 @@ def check(config: str) -> None:
             restart += f" (max {c.max_restarts}, backoff {c.backoff_initial:g}s..{c.backoff_max:g}s)"
         rows = [["command", shown_command(c.command) + ("  (shell)" if c.shell else "")],
                 ["cwd", c.cwd or "(current directory)"],
-                ["ports", ", ".join(map(str, c.ports)) or "-"],
+                ["ports", describe_ports(c)],
                 ["health", describe_health(c.health if isinstance(c.health, HealthCheck) else None,
-                                           tuple(c.ports))],
+                                           c.awaited_ports())],
                 ["autorestart", restart]]
         if c.env:
             rows.append(["env", ", ".join(sorted(c.env))])
@@ -449,11 +463,12 @@ def check(config: str) -> None:
 
 @click.command()
 @config_option
+@formation_option
 @click.argument("kind", type=click.Choice(["systemd", "supervisord"]))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder to write the files into (created if missing).")
 @click.option("--user", is_flag=True, help="systemd: units for 'systemctl --user' (WantedBy=default.target).")
-def export(config: str, kind: str, output: str, user: bool) -> None:
+def export(config: str, formation: dict[str, int] | None, kind: str, output: str, user: bool) -> None:
     """Write systemd units or a supervisord config.
 
     systemd: one procsync-<id>.service per server. supervisord: supervisord.conf
@@ -461,7 +476,7 @@ def export(config: str, kind: str, output: str, user: bool) -> None:
     """
     from .export import export_supervisord, export_systemd
 
-    loaded = load_or_fail(config)
+    loaded = load_or_fail(config, formation)
     if not loaded.registry:
         raise BadConfig(f"{config}: defines no servers")
     try:

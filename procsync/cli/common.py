@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from ..config import LoadedConfig, Settings, load_config
+from ..config import FormationError, LoadedConfig, Settings, load_config, parse_formation
 from ..errors import ConfigError
 from .client import ApiClient, auth_token, connect_host, read_timeout
 
@@ -56,10 +56,27 @@ def url_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def load_or_fail(path: str) -> LoadedConfig:
+def _formation(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, int] | None:
+    if not value:
+        return None
+    try:
+        return parse_formation(value)
+    except FormationError as err:
+        raise click.BadParameter(err.problem) from None
+
+
+def formation_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-m", "--formation", "formation", metavar="all=N,NAME=N", callback=_formation,
+        help="Procfile only: how many copies of each process, as foreman's -m "
+             "(e.g. web=2,worker=3); copies are NAME.1, NAME.2, ... with ports one apart.",
+    )(f)
+
+
+def load_or_fail(path: str, formation: dict[str, int] | None = None) -> LoadedConfig:
     """load_config, a config error becoming exit code 2."""
     try:
-        return load_config(path)
+        return load_config(path, formation)
     except ConfigError as err:
         raise BadConfig(str(err)) from None
 

@@ -133,7 +133,7 @@ def supervisord_program(loaded: LoadedConfig, server_id: str, config: ServerConf
         f"autostart={'true' if config.autostart else 'false'}",
         f"autorestart={SUPERVISORD_RESTART[config.autorestart]}",
         f"startretries={config.max_restarts}",
-        f"startsecs={0 if not (config.ports or config.health) else 1}",
+        f"startsecs={0 if not (config.awaited_ports() or config.health) else 1}",
         f"stopsignal={config.stop_signal.removeprefix('SIG')}",
         f"stopwaitsecs={max(1, round(config.stop_timeout))}",
         "stopasgroup=true",

@@ -236,7 +236,7 @@ def run_serve(loaded: LoadedConfig, *, host: str | None = None, port: int | None
                                       log_dir=settings.log_dir, history=settings.history)
 
     def reload() -> dict[str, str]:
-        fresh = load_config(loaded.path)
+        fresh = load_config(loaded.path, loaded.formation)
         changes = orchestrator.apply(fresh.registry)
         added = [sid for sid, change in changes.items()
                  if change == "added" and fresh.registry[sid].autostart]

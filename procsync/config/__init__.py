@@ -3,7 +3,8 @@
 - `records`: `ServerConfig`, `SpawnConfig`, `HealthCheck` and their validation;
 - `files`: what every file reader returns and raises (`LoadedConfig`, `Settings`,
   `ConfigFileError`);
-- `toml`: procsync.toml; `procfile`: a Procfile and its .env;
+- `toml`: procsync.toml; `procfile`: a Procfile and its .env; `formation`:
+  how many copies of each Procfile process, with foreman's names and ports;
 - `loader`: `load_config(path)`, which picks the reader by the file's name.
 
 Every name is importable from ``procsync.config``. This package imports
@@ -28,6 +29,7 @@ from .files import (
     settings_summary,
     url_prefix_problem,
 )
+from .formation import FormationError, formation_text, parse_formation
 from .loader import is_procfile, load_config
 from .procfile import BASE_PORT, PORT_STEP, load_procfile, parse_dotenv
 from .records import (
@@ -103,6 +105,10 @@ __all__ = [
     "find_line_top",
     "load_toml",
     "mask_vars",
+    # formation
+    "FormationError",
+    "formation_text",
+    "parse_formation",
     # procfile
     "BASE_PORT",
     "PORT_STEP",

@@ -1,8 +1,9 @@
-"""`.env` files as foreman and honcho read them: KEY=VALUE lines, `export`, quotes, # comments.
+"""`.env` files as honcho reads them: KEY=VALUE lines, `export`, quotes, # comments.
 
 Used for a Procfile's neighbouring `.env` and for a server's `env_file`.
-Unlike honcho, a line that cannot be parsed is refused with its line
-number, not skipped.
+Every case of honcho's own tests reads the same. Unlike honcho, a line that
+cannot be parsed is refused with its line number, not skipped; the other
+deliberate differences are listed in docs/config.md.
 """
 
 from __future__ import annotations
@@ -32,16 +33,82 @@ def parse_dotenv_text(text: str) -> dict[str, str]:
         match = _ENV_LINE.match(line)
         if match is None:
             raise DotenvError(number, f"cannot parse {raw!r} (expected KEY=VALUE)")
-        key, value = match.group(1), match.group(2).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            quote, value = value[0], value[1:-1]
-            if quote == '"':
-                value = (value.replace("\\n", "\n").replace("\\t", "\t")
-                         .replace('\\"', '"').replace("\\\\", "\\"))
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
+        values[match.group(1)] = _value(match.group(2).strip())
     return values
+
+
+#: What a backslash and the next character mean inside double quotes; any other pair stays.
+_DOUBLE_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def _value(raw: str) -> str:
+    """One value, read as a shell word the way honcho reads it.
+
+    Unquoted, a backslash takes the next character as it is (``\\"`` is
+    ``"``) and `` #`` starts a comment; inside double quotes ``\\"`` and
+    ``\\\\`` are escapes; inside either quotes ``\\n`` and ``\\t`` are a
+    newline and a tab. Pieces next to each other join (``"a"'b'c`` is ``abc``),
+    and a quote that is never closed is an ordinary character (``it's``).
+    """
+    out: list[str] = []
+    run: list[str] = []  # unquoted characters not yet known to be more than trailing blanks
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c in "'\"":
+            end = raw.find(c, i + 1) if c == "'" else _closing_quote(raw, i + 1)
+            if end < 0:
+                run.append(c)
+                i += 1
+                continue
+            out.append("".join(run))
+            run = []
+            out.append(_single(raw[i + 1:end]) if c == "'" else _double(raw[i + 1:end]))
+            i = end + 1
+        elif c == "\\" and i + 1 < n:
+            out.append("".join(run))
+            run = []
+            out.append(raw[i + 1])
+            i += 2
+        elif c == "#" and (i == 0 or raw[i - 1] in " \t"):
+            run = list("".join(run).rstrip())
+            break
+        else:
+            run.append(c)
+            i += 1
+    out.append("".join(run))
+    return "".join(out)
+
+
+def _closing_quote(raw: str, start: int) -> int:
+    i = start
+    while i < len(raw):
+        if raw[i] == "\\":
+            i += 2
+        elif raw[i] == '"':
+            return i
+        else:
+            i += 1
+    return -1
+
+
+def _single(text: str) -> str:
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _double(text: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append(_DOUBLE_ESCAPES.get(nxt, c + nxt))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -142,6 +142,7 @@ class LoadedConfig:
     settings: Settings
     registry: dict[str, ServerConfig] = field(default_factory=dict)
     format: str = "toml"  # "toml" | "procfile"
+    formation: Mapping[str, int] | None = None  # a Procfile's -m counts, kept for a reload
 
 
 def read_text(path: str | os.PathLike[str]) -> str:

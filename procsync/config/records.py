@@ -380,6 +380,13 @@ class ServerConfig:
         (), toml="list of integers (1..65535)",
         doc="ports the server listens on: readiness, health, and orphan detection",
         example="ports = [8000]")
+    ports_required: bool = documented(
+        True, toml="bool",
+        doc="`false`: the ports are the server's to use if it wants (a Procfile's `PORT`), not "
+            "a promise to listen: it is ready when it runs and healthy while it lives, and the "
+            "status still shows which of them it listens on. A port held by another process "
+            "still refuses the start and shows that process as an orphan",
+        example="ports_required = false")
     color: str | None = documented(None, toml="string", doc="for the dashboard",
                                    example='color = "#2a7ae2"')
     shell: bool = documented(False, toml="bool", doc="run `command` with `/bin/sh -c`",
@@ -485,8 +492,9 @@ class ServerConfig:
         example="success_exit_codes = [0, 3]")
     env_file: str | None = documented(
         None, toml="path",
-        doc="a `.env` file (`KEY=VALUE` lines, `export`, quotes, `#` comments, as foreman and "
-            "honcho read them) merged under `env` (`env` wins); read again at each start; a "
+        doc="a `.env` file (`KEY=VALUE` lines, `export`, quotes, `#` comments, read as a "
+            "Procfile's `.env` is: see `.env` files below) merged under `env` (`env` wins); read "
+            "again at each start; a "
             "missing or unparseable file refuses the start and names the file and line. "
             "Relative to the config file's folder (from Python: to `cwd`)",
         example='env_file = ".env.local"')
@@ -504,6 +512,8 @@ class ServerConfig:
         put(self, "cwd", _check_path(sid, "cwd", self.cwd))
         put(self, "env", _check_env(sid, self.env))
         put(self, "ports", _check_ports(sid, self.ports))
+        if not isinstance(self.ports_required, bool):
+            raise ConfigError(sid, "ports_required", f"must be true or false, not {_repr(self.ports_required)}")
         if self.color is not None and not isinstance(self.color, str):
             raise ConfigError(sid, "color", f"must be a string, not {_repr(self.color)}")
         if not isinstance(self.autostart, bool):
@@ -601,6 +611,10 @@ class ServerConfig:
         except ConfigError as err:
             raise ConfigError(server_id, err.field, err.problem) from None
         return config
+
+    def awaited_ports(self) -> tuple[int, ...]:
+        """The ports readiness and health wait for: `ports`, unless `ports_required` is false."""
+        return tuple(self.ports) if self.ports_required else ()
 
     def check_runtime(self, server_id: str) -> None:
         """Checks that depend on the machine now: the cwd must exist."""

@@ -74,7 +74,7 @@ SCHEMAS: dict[str, Any] = {
                      "health", "uptime", "restarts", "last_exit_code", "cpu_percent",
                      "memory_rss", "orphaned", "orphaned_pid", "log_file", "started_at",
                      "autorestart", "message", "env_keys", "kind", "group", "depends_on",
-                     "reload_signal"],
+                     "reload_signal", "listening", "ports_required"],
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
@@ -103,6 +103,12 @@ SCHEMAS: dict[str, Any] = {
             "depends_on": {"type": "object", "description": "dependency id -> condition",
                            "additionalProperties": {"enum": CONDITIONS}},
             "reload_signal": _nullable("string"),
+            "listening": {"type": "array", "description": "the ports of `ports` its process tree "
+                          "listens on now (empty when not running)",
+                          "items": {"type": "integer", "minimum": 1, "maximum": 65535}},
+            "ports_required": {"type": "boolean", "description": "false: `ports` are offered to "
+                               "the server (a Procfile's PORT), not waited for by readiness "
+                               "or health"},
         },
     },
     "Instance": {

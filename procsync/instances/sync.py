@@ -238,7 +238,7 @@ class InstanceSync:
                     return None
                 manager.wait(sid, timeout=1.0)
                 continue
-            self._host.monitor.watch(sid, health=config.health)
+            self._host.monitor.watch(sid, health=config.health, ports_required=config.ports_required)
             return info
         return None
 

@@ -314,7 +314,8 @@ class Recovery:
         self.restarter.schedule_stable(server, gen, max(0.0, config.stable_after - uptime))
         if config.restart_schedule is not None:
             self.timetable.arm(sid, gen, config)
-        ctx.monitor.watch(sid, health=config.health, start_timeout=0.0)
+        ctx.monitor.watch(sid, health=config.health, start_timeout=0.0,
+                          ports_required=config.ports_required)
         ctx.journal.persist(sid, take=True)  # ours now, whoever owned the record before
         ctx.journal.event(sid, "adopted", pid=info.pid, reason=reason)
 

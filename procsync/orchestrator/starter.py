@@ -251,13 +251,14 @@ class Starter:
         if current:
             if config.restart_schedule is not None:
                 self.timetable.arm(sid, gen, config)
-            ctx.monitor.watch(sid, health=config.health, start_timeout=config.start_timeout)
+            ctx.monitor.watch(sid, health=config.health, start_timeout=config.start_timeout,
+                              ports_required=config.ports_required)
             ctx.journal.persist(sid)
             # timestamped at the spawn, so it sorts before an exit handled meanwhile
             ticket = ctx.journal.event(sid, "started", pid=info.pid, at=info.start_time,
                                        reason="automatic restart" if start.automatic
                                        else "started by request")
-        if not (config.ports or config.health or config.ready_log_line):
+        if not (config.awaited_ports() or config.health or config.ready_log_line):
             return self.mark_ready(server, gen, info, None, restart=start.restart), ticket
         return None, ticket
 
@@ -373,7 +374,7 @@ class Starter:
         try:
             if isinstance(config.health, HealthCheck):
                 return run_health_check(config.health)
-            closed = [p for p in config.ports if not port_open(p, timeout=0.5)]
+            closed = [p for p in config.awaited_ports() if not port_open(p, timeout=0.5)]
         except Exception as err:  # a probe that raises is a failing probe, not a stuck start
             log.warning("readiness check raised", exc_info=True)
             return False, f"the check raised {type(err).__name__}: {err}"
@@ -405,7 +406,7 @@ class Starter:
         began = time.monotonic()
         deadline = began + config.start_timeout
         error: str | None = None
-        probes = bool(config.ports or config.health)
+        probes = bool(config.awaited_ports() or config.health)
         while True:
             with registry.lock:
                 still = server.generation == gen and server.status == "starting"

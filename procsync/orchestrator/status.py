@@ -74,12 +74,17 @@ class StatusView:
     def _status_of(self, s: ServerState, scan: Mapping[int, int], tracked: Mapping[int, str]) -> ServerStatus:
         config = s.config
         orphan_pid = None
+        listening: list[int] = []
+        active = s.status in ACTIVE and s.pid is not None
         for port in config.ports:
             holder = scan.get(port)
-            if holder and holder != UNKNOWN_PID and holder != os.getpid() and owner_of(holder, tracked) is None:
+            if not holder or holder == UNKNOWN_PID or holder == os.getpid():
+                continue
+            owner = owner_of(holder, tracked)
+            if owner is None and orphan_pid is None:
                 orphan_pid = holder
-                break
-        active = s.status in ACTIVE and s.pid is not None
+            elif active and owner == s.id:
+                listening.append(port)
         mon = self.ctx.monitor.get_status(s.id) if active else None
         if mon is not None and mon.pid not in (None, s.pid):
             mon = None
@@ -106,6 +111,8 @@ class StatusView:
             command=shown_command(config.command),  # secrets masked
             cwd=config.cwd,
             ports=tuple(config.ports),
+            listening=tuple(listening),
+            ports_required=config.ports_required,
             status=s.status,
             running=active,
             pid=s.pid if active else None,

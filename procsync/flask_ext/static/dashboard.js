@@ -622,18 +622,24 @@
   }
 
   function renderPorts(r, s) {
-    var key = (s.ports || []).join(",") + "|" + s.running;
+    var listening = s.listening || [];
+    var key = (s.ports || []).join(",") + "|" + s.running + "|" + listening.join(",");
     if (r.portsKey === key) return;
     r.portsKey = key;
     r.ports.textContent = "";
     (s.ports || []).forEach(function (p) {
       var a;
-      if (s.running) {
+      if (s.running && listening.indexOf(p) >= 0) {
         a = el("a", null, ":" + p);
         a.href = location.protocol + "//" + location.hostname + ":" + p + "/";
         a.target = "_blank";
         a.rel = "noopener noreferrer";
         a.title = "Open port " + p;
+      } else if (s.running) {
+        a = el("span", "port-idle", ":" + p);
+        a.title = s.ports_required === false
+          ? "Not listening on port " + p + " (it need not: the port is offered, not required)"
+          : "Not listening on port " + p;
       } else {
         a = el("span", null, ":" + p);
       }
