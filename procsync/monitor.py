@@ -370,10 +370,13 @@ class ProcessMonitor:
         for look in looks.values():
             if not look.alive or look.error:
                 continue
+            watch = watches.get(look.info.id, _Watch())
+            check = watch.health
+            # a port is a health check only without another check and when the server must listen
+            kind = "port" if check is None and watch.ports_required else "seen"
             for port in look.info.ports:
                 targets.append((DEFAULT_HOST, port, self.port_timeout))
-                owners.append((look, "port", port))
-            check = watches.get(look.info.id, _Watch()).health
+                owners.append((look, kind, port))
             if check is None:
                 continue
             if check.tcp is not None:
@@ -392,11 +395,9 @@ class ProcessMonitor:
             should_stop = stop.is_set if stop is not None else None
             results = probe_tcp(targets, should_stop) if targets else []
             for (look, kind, port), reason in zip(owners, results, strict=True):
-                if kind == "port":
+                if kind in ("port", "seen"):
                     look.ports[port] = reason is None
-                    watch = watches.get(look.info.id, _Watch())
-                    uses_ports = watch.health is None and watch.ports_required
-                    if reason is not None and uses_ports:
+                    if reason is not None and kind == "port":
                         look.failures.append(f"port {port}: {reason}")
                 elif reason is not None:
                     look.failures.append(f"tcp port {port}: {reason}")

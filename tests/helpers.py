@@ -131,6 +131,29 @@ def serving(app: Any, name: str = "test-http") -> Iterator[int]:
         server.server_close()
 
 
+SUPERVISORD = Path(sys.executable).with_name("supervisord")  # from the test extra
+
+
+@contextlib.contextmanager
+def supervisord(config: Path) -> Iterator[Any]:
+    """Run ``supervisord -n -c config`` in its own session; SIGTERM after, then SIGKILL its group."""
+    import subprocess
+
+    proc = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def python_cmd(code: str) -> list[str]:
     """A command that runs `code` in a fresh Python interpreter."""
     return [PY, "-c", code]

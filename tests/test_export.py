@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import configparser
-import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-from helpers import is_gone, wait_until
+from helpers import SUPERVISORD, is_gone, supervisord, wait_until
 
 from procsync.config import load_config
 
 PROCSYNC = [sys.executable, "-m", "procsync"]
-SUPERVISORD = Path(sys.executable).with_name("supervisord")  # from the test extra
 
 
 @pytest.fixture
@@ -128,21 +124,10 @@ def test_supervisord_runs_the_exported_config(config, tmp_path):
     out = tmp_path / "sv"
     assert export(config, "supervisord", out).returncode == 0
     (tmp_path / "logs").mkdir()
-    proc = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(out / "supervisord.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with supervisord(out / "supervisord.conf") as proc:
         log = tmp_path / "logs" / "web.log"
         wait_until(lambda: log.exists() and "hello %s from $HOME" in log.read_text(), 20,
                    "supervisord's web program to print")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     assert is_gone(proc.pid)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,11 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PY, is_gone, wait_until
-from test_cli import run, serve_factory  # noqa: F401  (a fixture)
+from helpers import PY, SUPERVISORD, is_gone, supervisord, wait_until
+from test_cli import run, serve_factory, status_json
 
 from procsync import ServerOrchestrator
 from procsync.config import ConfigFileError, load_config
+from procsync.health import port_open
+
+__all__ = ["serve_factory"]  # the fixture, imported from test_cli
 
 PROCSYNC = [sys.executable, "-m", "procsync"]
 
@@ -53,12 +54,6 @@ def procfile(folder: Path, base: int) -> Path:
     return folder / "Procfile"
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 # ------------------------------------------------------------ a worker needs no port
 
 
@@ -79,7 +74,7 @@ def test_a_procfile_worker_is_running_at_once_and_never_unhealthy(tmp_path):
         assert orch.start_server("web").success
         # with its port offered, web too is healthy while it runs; the status says once it listens
         web = wait_until(lambda: (s := orch.get_server("web")).listening and s, 10, "web to listen")
-        assert web.listening == (base,) and web.health == "healthy" and listening(base)
+        assert web.listening == (base,) and web.health == "healthy" and port_open(base)
 
         # several monitor ticks while the worker does not listen: never unhealthy or unresponsive
         seen: list[str] = []
@@ -97,7 +92,7 @@ def test_a_procfile_worker_is_running_at_once_and_never_unhealthy(tmp_path):
         status = orch.get_server("worker")
         assert (status.status, status.health, status.listening, status.ports_required) == (
             "running", "healthy", (), False)
-        assert not listening(base + 100)
+        assert not port_open(base + 100)
         assert (tmp_path / "worker-worker.1.env").read_text() == str(base + 100)
         assert orch.history("worker")[0].event == "started"
     finally:
@@ -183,7 +178,7 @@ def test_a_formation_is_for_procfiles_only(tmp_path):
         load_config(path, "web=2")
 
 
-def test_serve_runs_a_formation_and_keeps_it_across_a_reload(tmp_path, serve_factory):  # noqa: F811
+def test_serve_runs_a_formation_and_keeps_it_across_a_reload(tmp_path, serve_factory):
     base = free_block(0, 1, 100, 101)
     path = procfile(tmp_path, base)
     check = run("check", "-c", str(path), "-m", "web=2,worker=2")
@@ -193,10 +188,10 @@ def test_serve_runs_a_formation_and_keeps_it_across_a_reload(tmp_path, serve_fac
     assert "health       process alive" in check.stdout
     api = free_block(0)
     serve_factory(path, "-m", "web=2,worker=2", "--port", str(api))
-    url = ["--url", f"http://127.0.0.1:{api}"]
+    via = {"PROCSYNC_URL": f"http://127.0.0.1:{api}"}
 
     def settled() -> dict[str, dict] | None:
-        servers = _status(url)
+        servers = status_json(path, env=via)
         ready = len(servers) == 4 and all(s["health"] == "healthy" for s in servers.values())
         return servers if ready and servers["web.2"]["listening"] else None
 
@@ -207,29 +202,23 @@ def test_serve_runs_a_formation_and_keeps_it_across_a_reload(tmp_path, serve_fac
         "worker.1": ([base + 100], "worker", []),
         "worker.2": ([base + 101], "worker", []),
     }
-    assert listening(base) and listening(base + 1)
+    assert port_open(base) and port_open(base + 1)
     assert (tmp_path / "worker-worker.2.env").read_text() == str(base + 101)
-    table = run("status", *url)
+    table = run("status", "-c", str(path), env=via)
     assert f"not listening on {base + 101} (not required)" in table.stdout
 
     # a reload reads the Procfile again with the same formation: nothing changes
-    reload = run("reload", *url)
+    reload = run("reload", "-c", str(path), env=via)
     assert reload.returncode == 0 and "no changes" in reload.stdout, reload.stdout + reload.stderr
 
     # the copies of one process are a group
     pids = [servers["web.1"]["pid"], servers["web.2"]["pid"]]
-    stop = run("stop", "--group", "web", *url)
+    stop = run("stop", "--group", "web", "-c", str(path), env=via)
     assert stop.returncode == 0, stop.stderr
-    assert all(is_gone(pid) for pid in pids) and not listening(base) and not listening(base + 1)
-    after = _status(url)
+    assert all(is_gone(pid) for pid in pids) and not port_open(base) and not port_open(base + 1)
+    after = status_json(path, env=via)
     assert [after[s]["status"] for s in ("web.1", "web.2", "worker.1", "worker.2")] == [
         "stopped", "stopped", "running", "running"]
-
-
-def _status(url: list[str]) -> dict[str, dict]:
-    result = run("status", "--json", *url)
-    assert result.returncode == 0, result.stderr
-    return {s["id"]: s for s in json.loads(result.stdout)["servers"]}
 
 
 # ------------------------------------------------------------ export
@@ -258,9 +247,6 @@ def test_export_writes_one_unit_or_program_per_copy(tmp_path, monkeypatch):
     assert programs.count("startsecs=0") == 2
 
 
-SUPERVISORD = Path(sys.executable).with_name("supervisord")  # from the test extra
-
-
 @pytest.mark.skipif(not SUPERVISORD.exists(), reason="supervisord is not installed")
 def test_supervisord_runs_an_exported_formation(tmp_path):
     base = free_block(0, 1, 100)
@@ -269,22 +255,11 @@ def test_supervisord_runs_an_exported_formation(tmp_path):
                              "-o", str(tmp_path / "sv")], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     (tmp_path / ".procsync" / "logs").mkdir(parents=True)
-    proc = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(tmp_path / "sv" / "supervisord.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_until(lambda: listening(base) and listening(base + 1), 20, "both web copies to listen")
-        assert not listening(base + 100)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    with supervisord(tmp_path / "sv" / "supervisord.conf") as proc:
+        wait_until(lambda: port_open(base) and port_open(base + 1), 20, "both web copies to listen")
+        assert not port_open(base + 100)
     assert is_gone(proc.pid)
-    wait_until(lambda: not listening(base) and not listening(base + 1), 10, "the copies to be gone")
+    wait_until(lambda: not port_open(base) and not port_open(base + 1), 10, "the copies to be gone")
 
 
 # ------------------------------------------------------------ .env as honcho reads it

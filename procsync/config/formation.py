@@ -50,8 +50,7 @@ def parse_formation(text: str) -> dict[str, int]:
         name, sep, count = (part.strip() for part in entry.partition("="))
         if not sep or not _NAME.match(name):
             raise FormationError(f"{entry!r} is not NAME=COUNT (e.g. web=2)")
-        if not count.isdigit() or int(count) > MAX_COPIES:
-            raise FormationError(f"{entry!r}: the count must be a whole number 0..{MAX_COPIES}")
+        _check_count(repr(entry), int(count) if count.isdigit() else count)
         if name in counts:
             raise FormationError(f"{name!r} is given twice")
         counts[name] = int(count)
@@ -67,8 +66,7 @@ def expand(processes: list[str], formation: Mapping[str, int] | None, base_port:
         raise FormationError(f"{unknown[0]!r} is not a process of the Procfile "
                              f"(it has {', '.join(processes) or 'none'})")
     for name, count in {"all": default, **counts}.items():
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_COPIES:
-            raise FormationError(f"{name}={count!r}: the count must be a whole number 0..{MAX_COPIES}")
+        _check_count(f"{name}={count!r}", count)
     copies: list[Copy] = []
     for index, name in enumerate(processes):
         count = counts.get(name, default)
@@ -76,13 +74,17 @@ def expand(processes: list[str], formation: Mapping[str, int] | None, base_port:
             copy_id = name if count == 1 else f"{name}.{number}"
             port = base_port + PORT_STEP * index + number - 1  # may pass 65535: the caller says where
             copies.append(Copy(copy_id, name, number, port, name if count > 1 else None))
-    ids = [c.id for c in copies]
-    for copy in copies:
+    for copy in copies:  # the only way two copies can share an id
         if copy.group is not None and copy.id in processes:
             raise FormationError(f"{copy.id!r} is both a process of the Procfile and a copy of "
                                  f"{copy.process!r}; rename the process or run one copy")
-    assert len(set(ids)) == len(ids)
     return copies
+
+
+def _check_count(shown: str, count: object) -> None:
+    """FormationError unless `count` is a whole number of copies; `shown` is the entry as given."""
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_COPIES:
+        raise FormationError(f"{shown}: the count must be a whole number 0..{MAX_COPIES}")
 
 
 def formation_text(formation: Mapping[str, int]) -> str:
