@@ -143,6 +143,7 @@ def test_formation_names_ports_groups_and_environment(tmp_path, monkeypatch):
     ("web=101", "'web=101': the count must be a whole number 0..100"),
     ("web", "'web' is not NAME=COUNT (e.g. web=2)"),
     ("web=1,web=2", "'web' is given twice"),
+    ("web=\u00b2", "'web=\u00b2': the count must be a whole number 0..100"),  # isdigit() but not int()
 ])
 def test_a_bad_formation_is_named(tmp_path, formation, problem):
     path = tmp_path / "Procfile"
@@ -356,3 +357,11 @@ def test_procfile_refuses_a_name_honcho_would_skip(tmp_path):
     with pytest.raises(ConfigFileError) as caught:
         load_config(tmp_path / "Procfile")
     assert str(caught.value) == f"{tmp_path / 'Procfile'}:2: cannot parse '+foo: command' (expected 'name: command')"
+
+
+def test_a_base_port_of_digits_int_cannot_read_is_named(tmp_path):
+    (tmp_path / "Procfile").write_text("web: serve\n")
+    (tmp_path / ".env").write_text("PORT=\u00b2\n")
+    with pytest.raises(ConfigFileError) as caught:
+        load_config(tmp_path / "Procfile")
+    assert str(caught.value) == f"{tmp_path / 'Procfile'}: PORT: base port '\u00b2' is not a port number (1..65535)"

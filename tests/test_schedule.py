@@ -169,6 +169,8 @@ def test_naive_moment_is_refused():
     ("30-10 * * * *", "minute field '30-10' is a backwards range"),
     ("*/0 * * * *", "minute field '*/0': step must be more than 0"),
     ("*/x * * * *", "minute field '*/x': step 'x' is not a number"),
+    ("*/\u00b2 * * * *", "minute field '*/\u00b2': step '\u00b2' is not a number"),  # isdigit(), not int()
+    ("\u00b2 * * * *", "minute field '\u00b2' is not a number"),
     ("1,,2 * * * *", "minute field '1,,2' has an empty list item"),
     ("0 0 * foo *", "month field 'foo' is not a number or a name (jan, feb"),
     ("0 0 mon * *", "day-of-month field 'mon' is not a number"),

@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .units import whole_number
+
 #: Copies of one process: each takes one port of its block of PORT_STEP.
 MAX_COPIES = 100
 PORT_STEP = 100
@@ -50,10 +52,10 @@ def parse_formation(text: str) -> dict[str, int]:
         name, sep, count = (part.strip() for part in entry.partition("="))
         if not sep or not _NAME.match(name):
             raise FormationError(f"{entry!r} is not NAME=COUNT (e.g. web=2)")
-        _check_count(repr(entry), int(count) if count.isdigit() else count)
+        number = _count(repr(entry), whole_number(count))
         if name in counts:
             raise FormationError(f"{name!r} is given twice")
-        counts[name] = int(count)
+        counts[name] = number
     return counts
 
 
@@ -66,7 +68,7 @@ def expand(processes: list[str], formation: Mapping[str, int] | None, base_port:
         raise FormationError(f"{unknown[0]!r} is not a process of the Procfile "
                              f"(it has {', '.join(processes) or 'none'})")
     for name, count in {"all": default, **counts}.items():
-        _check_count(f"{name}={count!r}", count)
+        _count(f"{name}={count!r}", count)
     copies: list[Copy] = []
     for index, name in enumerate(processes):
         count = counts.get(name, default)
@@ -81,10 +83,11 @@ def expand(processes: list[str], formation: Mapping[str, int] | None, base_port:
     return copies
 
 
-def _check_count(shown: str, count: object) -> None:
-    """FormationError unless `count` is a whole number of copies; `shown` is the entry as given."""
+def _count(shown: str, count: object) -> int:
+    """`count` if it is a whole number of copies, else FormationError; `shown` is the entry as given."""
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_COPIES:
         raise FormationError(f"{shown}: the count must be a whole number 0..{MAX_COPIES}")
+    return count
 
 
 def formation_text(formation: Mapping[str, int]) -> str:

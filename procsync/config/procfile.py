@@ -22,6 +22,7 @@ from .dotenv import DotenvError, parse_dotenv_text
 from .files import ConfigFileError, LoadedConfig, Settings, read_text
 from .formation import PORT_STEP, FormationError, expand, parse_formation
 from .records import ServerConfig, check_id
+from .units import whole_number
 
 BASE_PORT = 5000
 
@@ -49,7 +50,8 @@ def load_procfile(path: str | os.PathLike[str],
     folder = Path(path).resolve().parent
     dotenv = parse_dotenv(folder / ".env")
     base = dotenv.get("PORT") or os.environ.get("PORT") or str(BASE_PORT)
-    if not base.isdigit() or not 1 <= int(base) <= 65535:
+    base_port = whole_number(base)
+    if base_port is None or not 1 <= base_port <= 65535:
         raise ConfigFileError(path, None, "PORT", f"base port {base!r} is not a port number (1..65535)")
     commands: dict[str, tuple[str, int]] = {}
     for number, raw in enumerate(text.splitlines(), 1):
@@ -71,7 +73,7 @@ def load_procfile(path: str | os.PathLike[str],
         commands[sid] = (command, number)
     try:
         counts = parse_formation(formation) if isinstance(formation, str) else formation
-        copies = expand(list(commands), counts, int(base))
+        copies = expand(list(commands), counts, base_port)
     except FormationError as err:
         raise ConfigFileError(path, None, "formation", err.problem) from None
     registry: dict[str, ServerConfig] = {}

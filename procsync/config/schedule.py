@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .units import whole_number
+
 MAX_INTERVAL = 365 * 24 * 3600  # seconds: longer ones overflow timers (as records.MAX_SECONDS)
 SEARCH_YEARS = 50  # how far ahead a cron line is searched (a valid one always matches within 8)
 
@@ -217,9 +219,10 @@ def _cron_field(spec: _Field, text: str) -> set[int]:
         base, slash, step_text = item.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit():
+            number = whole_number(step_text)
+            if number is None:
                 raise ValueError(f"{spec.name} field {item!r}: step {step_text!r} is not a number")
-            step = int(step_text)
+            step = number
             if step == 0:
                 raise ValueError(f"{spec.name} field {item!r}: step must be more than 0")
         if base == "*":
@@ -239,8 +242,8 @@ def _cron_field(spec: _Field, text: str) -> set[int]:
 
 
 def _cron_value(spec: _Field, text: str, item: str) -> int:
-    if text.isdigit():
-        value = int(text)
+    value = whole_number(text)
+    if value is not None:
         if not spec.low <= value <= spec.high:
             shown = repr(item) if item == text else f"{item!r}: {value}"
             raise ValueError(f"{spec.name} field {shown} is out of range {spec.low}-{spec.high}")

@@ -48,6 +48,15 @@ def parse_size(value: int | str) -> int:
     return size
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as an int when it is ASCII digits only, else None.
+
+    `str.isdigit()` alone also accepts digits `int()` refuses (``"²"``), which
+    would end a config error in a traceback instead of a message.
+    """
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def format_size(size: int) -> str:
     """`size` bytes for people: "512.0 MiB"."""
     amount = float(size)
@@ -58,4 +67,4 @@ def format_size(size: int) -> str:
     return f"{amount:.1f} TiB"
 
 
-__all__ = ["MAX_SIZE", "format_size", "parse_size"]
+__all__ = ["MAX_SIZE", "format_size", "parse_size", "whole_number"]
