@@ -21,6 +21,7 @@ ENV_VAR = "PROCSYNC_LOCK_ORDER"
 
 # Outer first. A lock may be taken while holding only locks listed above it.
 ORDER: tuple[str, ...] = (
+    "django.host",  # the Django app's orchestrator of this process (held while one is made)
     "forks",  # the registry of orchestrators to fix after a fork
     "orchestrator",  # the registry of servers and their state machine
     "orchestrator.workers",  # the orchestrator's worker threads and subscriptions
@@ -42,6 +43,7 @@ ORDER: tuple[str, ...] = (
     "ports",  # the cached port scan
     "redact",  # the cache of masked commands
     "timing",  # one DurationMeter's figures (taken alone)
+    "spawn.child",  # one spawned child's waitpid (taken alone, never waited for)
 )
 RANK = {name: rank for rank, name in enumerate(ORDER)}
 

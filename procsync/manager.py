@@ -2,10 +2,14 @@
 
 Each process runs in its own session and process group with stdin from
 /dev/null and stdout/stderr appended to its log file, so it outlives the
-Python process that started it and never blocks on a pipe. One daemon
-thread waits on a pidfd per process (``os.pidfd_open``), so an exit is
-seen within a millisecond, for spawned children (which it reaps, and only
-those: never ``waitpid(-1)``) and for adopted processes alike.
+Python process that started it and never blocks on a pipe. It starts with
+every signal at its default disposition and an empty signal mask, whatever
+this process ignores or blocks (procsync.spawn: posix_spawn, no Python code
+between fork and exec).
+
+One daemon thread waits on a pidfd per process (``os.pidfd_open``), so an
+exit is seen within a millisecond, for spawned children (which it reaps,
+and only those: never ``waitpid(-1)``) and for adopted processes alike.
 
 Every child's environment carries ``PROCSYNC_ID`` and a per-spawn
 ``PROCSYNC_SPAWN`` token; a stop kills the process group, the descendants
@@ -69,6 +73,7 @@ from .proctree import (
 )
 from .records import KillResult, ProcessInfo
 from .redact import shown_command
+from .spawn import Child, WorkingDirectoryError, spawn
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +96,7 @@ class _Entry:
     info: ProcessInfo
     config: SpawnConfig | None
     token: str | None
-    popen: subprocess.Popen[bytes] | None = None
+    child: Child | None = None  # a process we spawned (and reap); None when adopted
     pidfd: int | None = None
     stop_requested: bool = False
     ended: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -183,16 +188,12 @@ class ProcessManager:
         except OSError as err:
             self._spawn_failed(config, f"cannot open log file {str(log_path)!r}: {err.strerror}")
         try:
-            popen = subprocess.Popen(
-                argv,
-                cwd=config.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
+            child = spawn(argv, env=env, cwd=config.cwd, output=log_fd)
+        except WorkingDirectoryError as err:
+            if err.errno == errno.ENOENT:
+                self._spawn_failed(config, f"working directory {config.cwd!r} does not exist")
+            self._spawn_failed(config, f"cannot enter working directory {config.cwd!r}: "
+                                       f"{(err.strerror or str(err)).lower()}")
         except FileNotFoundError as err:
             missing = err.filename or argv[0]
             self._spawn_failed(config, f"executable {missing!r} not found")
@@ -202,15 +203,17 @@ class ProcessManager:
             if err.errno == errno.ENOEXEC:
                 self._spawn_failed(config, f"{argv[0]!r} is not an executable program (exec format error)")
             self._spawn_failed(config, f"{err.strerror or err} ({argv[0]!r})")
+        except ValueError as err:  # a NUL byte or an illegal variable name
+            self._spawn_failed(config, str(err))
         finally:
             os.close(log_fd)
-        create_time = create_time_of(popen.pid)  # one read of /proc/<pid>/stat
+        create_time = create_time_of(child.pid)  # one read of /proc/<pid>/stat
         if create_time is None:  # already gone and reaped by someone else: a best guess
             create_time = time.time()
         info = ProcessInfo(
             id=config.id,
-            pid=popen.pid,
-            pgid=popen.pid,
+            pid=child.pid,
+            pgid=child.pid,
             command=shown_command(config.command),  # secrets masked
             cwd=config.cwd,
             start_time=datetime.now(UTC),
@@ -219,7 +222,7 @@ class ProcessManager:
             ports=tuple(config.ports),
             log_file=str(log_path),
         )
-        entry = _Entry(info=info, config=config, token=token, popen=popen)
+        entry = _Entry(info=info, config=config, token=token, child=child)
         with self._lock:
             self._entries[config.id] = entry
             self._targets = None
@@ -440,13 +443,13 @@ class ProcessManager:
         if thread is not None and thread.is_alive():
             return
         if not entry.ended.is_set() and not self._still_alive(entry):
-            self._mark_ended(entry, entry.popen.returncode if entry.popen is not None else None)
+            self._mark_ended(entry, entry.child.returncode if entry.child is not None else None)
             entry.swept.set()
             entry.reported.set()
 
     def _verify(self, entry: _Entry) -> bool:
         """True when the recorded pid is still the process we recorded."""
-        if entry.popen is not None and entry.popen.returncode is None:
+        if entry.child is not None and entry.child.returncode is None:
             return True  # our unreaped child: its pid cannot have been reused
         actual = create_time_of(entry.info.pid)
         return actual is not None and same_identity(entry.info.create_time, actual)
@@ -480,7 +483,7 @@ class ProcessManager:
         never a walk of the descendants of a pid someone else started.
         """
         info = entry.info
-        if entry.popen is not None:
+        if entry.child is not None:
             return Owner(info.id, info.pid, info.pgid, info.create_time, entry.token,
                          group=group, session=group, tokens=tokens)
         return Owner(info.id, info.pid, info.pgid, info.create_time, entry.token,
@@ -491,7 +494,7 @@ class ProcessManager:
         """Sessions led by our other running spawns: none of their members carries our tokens."""
         with self._lock:
             return {e.info.pid for e in self._entries.values()
-                    if e.popen is not None and not e.ended.is_set() and e.info.id not in mine}
+                    if e.child is not None and not e.ended.is_set() and e.info.id not in mine}
 
     def _trees(self, owners: list[Owner], protected: dict[int, str] | None = None
                ) -> dict[str, list[psutil.Process]]:
@@ -585,7 +588,7 @@ class ProcessManager:
             self._strays.put(None)  # it ends after the strays already queued
         with self._lock:
             self._closed = True
-            live_children = any(e.popen is not None and not e.ended.is_set() for e in self._entries.values())
+            live_children = any(e.child is not None and not e.ended.is_set() for e in self._entries.values())
         if not live_children:
             self._stop.set()
         self._wake()
@@ -617,7 +620,7 @@ class ProcessManager:
             entry.pidfd = None  # already gone: the poll path reports it at once
         except (AttributeError, OSError):
             entry.pidfd = None
-        if entry.pidfd is not None and entry.popen is None:
+        if entry.pidfd is not None and entry.child is None:
             actual = create_time_of(entry.info.pid)  # the pidfd names this pid's process now
             if actual is None or not same_identity(entry.info.create_time, actual):
                 os.close(entry.pidfd)  # gone (or reused) before it was opened: poll decides
@@ -660,7 +663,7 @@ class ProcessManager:
 
     def _live_children(self) -> bool:
         with self._lock:
-            return any(e.popen is not None and not e.ended.is_set() for e in self._entries.values())
+            return any(e.child is not None and not e.ended.is_set() for e in self._entries.values())
 
     def _poll_fallback(self) -> None:
         with self._lock:
@@ -673,15 +676,15 @@ class ProcessManager:
                 self._finish(entry)
 
     def _still_alive(self, entry: _Entry) -> bool:
-        if entry.popen is not None:
-            return entry.popen.poll() is None
+        if entry.child is not None:
+            return entry.child.poll() is None
         return process_alive(entry.info.pid, entry.info.create_time)
 
     def _exited(self, entry: _Entry) -> None:
         """A pidfd became readable: the process ended."""
-        if entry.popen is not None and entry.popen.poll() is None:
+        if entry.child is not None and entry.child.poll() is None:
             try:  # readable pidfd but not yet waitable: wait briefly (never blocks long)
-                entry.popen.wait(timeout=0.5)
+                entry.child.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 return
         # an adopted process's pidfd was checked against its create_time when it was opened:
@@ -693,7 +696,7 @@ class ProcessManager:
         self._finish(entry)
 
     def _finish(self, entry: _Entry) -> None:
-        code = entry.popen.returncode if entry.popen is not None else None
+        code = entry.child.returncode if entry.child is not None else None
         info = self._mark_ended(entry, code)
         sig = _signal.Signals(-code).name if code is not None and code < 0 else None
         if self._closed:
@@ -702,7 +705,7 @@ class ProcessManager:
             return
         if entry.stop_requested:
             pass  # kill_many() sweeps what it left behind and then sets `swept`
-        elif entry.popen is None and not entry.token:
+        elif entry.child is None and not entry.token:
             entry.swept.set()  # adopted, not a procsync spawn: nothing is provably its
         elif info.pgid == info.pid and group_exists(info.pgid):
             # a crash that left processes in its group: they are stopped (which waits) on

@@ -138,7 +138,8 @@ class ProcessMonitor:
         seconds after the process started, failing checks make it
         "unhealthy" but never "unresponsive". A running monitor thread checks
         at once (not at its next interval), so a server that is still starting
-        shows what its checks see, with their error.
+        shows what its checks see, with their error. A running process with
+        no health check and no port it must listen on is "healthy" at once.
         """
         check_id(id)
         if isinstance(health, Mapping):
@@ -151,10 +152,39 @@ class ProcessMonitor:
             or start_timeout < 0
         ):
             raise ConfigError(id, "start_timeout", f"must be a number >= 0, not {start_timeout!r}")
+        watch = _Watch(health, float(start_timeout), bool(ports_required))
         with self._lock:
-            self._watches[id] = _Watch(health, float(start_timeout), bool(ports_required))
+            self._watches[id] = watch
             self._ignored.discard(id)
+        self._healthy_when_nothing_to_check(id, watch)
         self._wake.set()
+
+    def _healthy_when_nothing_to_check(self, id: str, watch: _Watch) -> None:
+        """A running process with no health check and no port it must listen on is healthy now.
+
+        Alive is all its health means, and the manager says it is alive, so it
+        does not read "unknown" until the next tick (which may be `interval`
+        seconds away, or never with interval 0). The tick then measures it.
+        """
+        if watch.health is not None:
+            return
+        info = self._manager.get_process(id)
+        if info is None or info.status != "running" or (info.ports and watch.ports_required):
+            return
+        with self._lock:
+            previous = self._statuses.get(id)
+            if (self._watches.get(id) is not watch or id in self._ignored
+                    or (previous is not None and previous.pid == info.pid)  # a tick saw it
+                    or self._reported.get(id) == info.pid):  # it has ended meanwhile
+                return
+            self._seq += 1
+            status = ProcessStatus(id, info.pid, True, "healthy", last_check=datetime.now(UTC))
+            self._statuses[id] = status
+            self._versions[id] = self._seq
+        before = previous.health if previous is not None else "unknown"
+        if before != "healthy":
+            signals.send(signals.status_change, self, id=id, pid=info.pid, previous=before,
+                         current="healthy", status=status)
 
     def unwatch(self, id: str) -> None:
         """Stop checking `id` and forget its status, until `watch(id)` is called again."""

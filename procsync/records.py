@@ -48,6 +48,10 @@ class ActionResult:
     #                          start_failed, start_cancelled, start_timeout, stop_failed, bad_config,
     #                          dependency_failed, not_supported
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values under the same keys: success, message, pid, code."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
 
 HEALTH_STATES = ("healthy", "unhealthy", "unresponsive", "dead", "unknown")
 

@@ -28,7 +28,7 @@ from procsync.health import port_open
 T = TypeVar("T")
 
 RUN_MARKER = "PROCSYNC_TEST_RUN"
-os.environ[RUN_MARKER] = uuid.uuid4().hex
+os.environ.setdefault(RUN_MARKER, uuid.uuid4().hex)  # a nested run (manage.py test) keeps its parent's
 PY = sys.executable
 
 

@@ -8,6 +8,7 @@ import os
 import threading
 from datetime import UTC, datetime
 
+import pytest
 from flask import Flask
 from helpers import wait_until
 
@@ -18,6 +19,17 @@ from procsync.flask_ext.logstream import LogFollower
 from procsync.logs import rotate
 from procsync.records import ProcessStatus
 
+
+@pytest.fixture
+def quiet_orch(tmp_path):
+    """An orchestrator initialized before any hub listens, with no monitor ticking (interval 0):
+    the only events are the ones a test sends."""
+    quiet = ServerOrchestrator(tmp_path / "state.json", interval=0, log_dir=tmp_path / "logs")
+    quiet.initialize()
+    try:
+        yield quiet
+    finally:
+        quiet.shutdown(stop_servers=True)
 
 def parse(chunk: bytes) -> list[dict]:
     """SSE bytes -> [{"id", "event", "data"}] (comments as {"comment": text})."""
@@ -108,9 +120,9 @@ def test_slow_subscriber_is_dropped_and_never_blocks_senders(orch):
     hub.close()
 
 
-def test_stream_sends_snapshot_events_and_heartbeats(orch):
-    orch.register_server("web", {"command": ["true"]})
-    hub = EventHub(orch, status_interval=0)
+def test_stream_sends_snapshot_events_and_heartbeats(quiet_orch):
+    quiet_orch.register_server("web", {"command": ["true"]})
+    hub = EventHub(quiet_orch, status_interval=0)
     stream = hub.stream(heartbeat=0.05)
     assert next(stream).startswith(b"retry: ")
     snapshot = parse(next(stream))[0]
@@ -146,8 +158,8 @@ def test_stream_replays_before_the_snapshot_and_ends_when_dropped(orch):
     hub.close()
 
 
-def test_close_ends_open_streams_at_once(orch):
-    hub = EventHub(orch, status_interval=0)
+def test_close_ends_open_streams_at_once(quiet_orch):
+    hub = EventHub(quiet_orch, status_interval=0)
     stream = hub.stream(heartbeat=60)
     next(stream), next(stream)  # retry, snapshot
     rest: list[bytes] = []
@@ -160,9 +172,9 @@ def test_close_ends_open_streams_at_once(orch):
     assert hub.subscriber_count == 0
 
 
-def test_periodic_status_runs_only_while_someone_listens(orch):
-    orch.register_server("web", {"command": ["true"]})
-    hub = EventHub(orch, status_interval=0.05)
+def test_periodic_status_runs_only_while_someone_listens(quiet_orch):
+    quiet_orch.register_server("web", {"command": ["true"]})
+    hub = EventHub(quiet_orch, status_interval=0.05)
     sub, _ = hub.subscribe()
     item = wait_until(lambda: not sub.queue.empty() and sub.queue.get_nowait(), 5, "a status event")
     event = parse(item)[0]

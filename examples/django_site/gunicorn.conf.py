@@ -7,8 +7,9 @@ threads = 4
 
 
 def post_worker_init(worker):
-    """Each worker makes its orchestrator once the app is loaded: after the fork, with or
-    without --preload, so the monitor and the leader run before the first request."""
-    from servers.orchestrator import get_orchestrator
+    """Optional: each worker makes its orchestrator as soon as it has loaded the app, so the
+    monitor and automatic restarts run before its first request (without this hook the
+    first request makes it). After the fork, with or without --preload."""
+    from procsync.django_ext import get_orchestrator
 
     get_orchestrator()

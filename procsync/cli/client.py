@@ -13,7 +13,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 from ..errors import ProcSyncError
@@ -105,26 +105,35 @@ class ApiClient:
         if method == "POST":
             data = json.dumps(body or {}).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connection(self.timeout if timeout is None else timeout)
+        status, raw, kind = self._send(method, self._target(path), data, headers,
+                                       self.timeout if timeout is None else timeout)
         try:
-            conn.request(method, f"{self.parts.path.rstrip('/')}/api{path}", body=data, headers=headers)
+            decoded = json.loads(raw) if raw else {}
+        except ValueError:
+            raise self.unreachable(
+                f"it answered HTTP {status} ({kind}), not procsync's JSON API; check --url"
+            ) from None
+        if status == 401:
+            raise AuthError(f"{decoded.get('message', 'unauthorized')}: set PROCSYNC_AUTH_TOKEN "
+                            "or auth_token in the config to the token procsync serve uses")
+        return status, decoded
+
+    def _target(self, path: str) -> str:
+        return f"{self.parts.path.rstrip('/')}/api{path}"
+
+    def _send(self, method: str, target: str, data: bytes | None, headers: dict[str, str],
+              timeout: float | None) -> tuple[int, bytes, str]:
+        """One request over HTTP: (status, body, content type); ServerUnreachable if it fails."""
+        conn = self._connection(timeout)
+        try:
+            conn.request(method, target, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as err:
             raise self.unreachable(getattr(err, "strerror", None) or str(err) or type(err).__name__) from None
         finally:
             conn.close()
-        try:
-            decoded = json.loads(raw) if raw else {}
-        except ValueError:
-            kind = response.getheader("Content-Type", "no content type")
-            raise self.unreachable(
-                f"it answered HTTP {response.status} ({kind}), not procsync's JSON API; check --url"
-            ) from None
-        if response.status == 401:
-            raise AuthError(f"{decoded.get('message', 'unauthorized')}: set PROCSYNC_AUTH_TOKEN "
-                            "or auth_token in the config to the token procsync serve uses")
-        return response.status, decoded
+        return response.status, raw, response.getheader("Content-Type", "no content type")
 
     def get(self, path: str) -> Any:
         """The decoded JSON of GET `path`; ApiFailure on an error status."""
@@ -158,47 +167,97 @@ class ApiClient:
         The timeout covers connecting and the first answer only: once the stream is
         open, a quiet log is not an error and the stream is read until it ends.
         """
+        event = "message"
+        data_lines: list[str] = []
+        for line in self._stream_lines(self._target(path)):
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            if not text:
+                if data_lines:
+                    yield event, "\n".join(data_lines)
+                event, data_lines = "message", []
+            elif text.startswith(":"):
+                continue
+            else:
+                name, _, value = text.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "event":
+                    event = value
+                elif name == "data":
+                    data_lines.append(value)
+
+    def _stream_lines(self, target: str) -> Iterator[bytes]:
+        """The lines of an SSE answer over HTTP; ApiFailure or AuthError if it is not 200."""
         conn = self._connection(self.timeout)
         try:
-            conn.request("GET", f"{self.parts.path.rstrip('/')}/api{path}",
-                         headers=self._headers({"Accept": "text/event-stream"}))
+            conn.request("GET", target, headers=self._headers({"Accept": "text/event-stream"}))
             sock = conn.sock  # getresponse() drops conn.sock when the response owns the connection
             response = conn.getresponse()
             if response.status != 200:
-                raw = response.read()
-                try:
-                    data = json.loads(raw)
-                except ValueError:
-                    data = {}
-                if response.status == 401:
-                    raise AuthError(f"{data.get('message', 'unauthorized')}: set PROCSYNC_AUTH_TOKEN")
-                raise ApiFailure(error_text(data, response.status), response.status, data)
+                stream_refused(response.status, response.read())
             if sock is not None:
                 sock.settimeout(None)  # a quiet log is not an error: wait for lines until Ctrl-C
-            event = "message"
-            data_lines: list[str] = []
-            while True:
-                line = response.readline()
-                if not line:
-                    return
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                if not text:
-                    if data_lines:
-                        yield event, "\n".join(data_lines)
-                    event, data_lines = "message", []
-                elif text.startswith(":"):
-                    continue
-                else:
-                    name, _, value = text.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if name == "event":
-                        event = value
-                    elif name == "data":
-                        data_lines.append(value)
+            while line := response.readline():
+                yield line
         except (OSError, http.client.HTTPException) as err:
             raise self.unreachable(getattr(err, "strerror", None) or str(err) or type(err).__name__) from None
         finally:
             conn.close()
+
+
+class WsgiClient(ApiClient):
+    """An ApiClient whose calls a WSGI app answers in this process, with no socket.
+
+    For a host that has the procsync app at hand (a Django project's management
+    command, say): the commands of `procsync.cli.commands` run unchanged on it.
+    `environ` is added to every request's WSGI environ.
+    """
+
+    def __init__(self, app: Any, prefix: str = "", token: str | None = None, *,
+                 environ: dict[str, Any] | None = None, hint: str | None = None) -> None:
+        super().__init__(f"http://localhost{prefix}", token, hint=hint)
+        self.app = app
+        self.environ = dict(environ or {})
+
+    def _open(self, method: str, target: str, data: bytes | None, headers: dict[str, str]) -> Any:
+        from werkzeug.test import Client  # werkzeug comes with Flask
+
+        return Client(self.app).open(target, method=method, data=data, headers=headers,
+                                     environ_overrides=self.environ, buffered=False)
+
+    def _send(self, method: str, target: str, data: bytes | None, headers: dict[str, str],
+              timeout: float | None) -> tuple[int, bytes, str]:
+        response = self._open(method, target, data, headers)
+        try:
+            return response.status_code, response.get_data(), response.content_type or "no content type"
+        finally:
+            response.close()
+
+    def _stream_lines(self, target: str) -> Iterator[bytes]:
+        response = self._open("GET", target, None, self._headers({"Accept": "text/event-stream"}))
+        try:
+            if response.status_code != 200:
+                stream_refused(response.status_code, response.get_data())
+            pending = b""
+            for chunk in response.response:
+                pending += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
+            if pending:
+                yield pending
+        finally:
+            response.close()
+
+
+def stream_refused(status: int, raw: bytes) -> NoReturn:
+    """Raise the error for a stream answered with `status` instead of 200."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = {}
+    if status == 401:
+        raise AuthError(f"{data.get('message', 'unauthorized')}: set PROCSYNC_AUTH_TOKEN")
+    raise ApiFailure(error_text(data, status), status, data)
 
 
 def server_path(server_id: str, action: str = "") -> str:
@@ -228,5 +287,5 @@ def error_text(data: Any, status: int) -> str:
 
 
 __all__ = ["TIMEOUT_ENV", "TOKEN_ENV", "ApiClient", "ApiFailure", "AuthError", "ClientError",
-           "ServerUnreachable", "auth_token", "connect_host", "error_text", "group_path", "read_timeout",
-           "server_path"]
+           "ServerUnreachable", "WsgiClient", "auth_token", "connect_host", "error_text", "group_path", "read_timeout",
+           "server_path", "stream_refused"]

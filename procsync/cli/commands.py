@@ -270,28 +270,39 @@ def logs(config: str, url: str | None, lines: int, follow: bool, server_id: str)
 @url_option
 @click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
-@click.argument("server_id", metavar="ID")
-def history(config: str, url: str | None, limit: int, as_json: bool, server_id: str) -> None:
-    """Show a server's recent lifecycle events.
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+def history(config: str, url: str | None, limit: int, as_json: bool, ids: tuple[str, ...]) -> None:
+    """Show recent lifecycle events of the servers IDS (every server when none is given).
 
-    Starts, stops, exits, crashes and restarts, newest first.
+    Starts, stops, exits, crashes and restarts, newest first; the last -n of
+    them, with a SERVER column when there are several servers.
     """
     client = make_client(config, url)
-    data = client.get(f"{server_path(server_id, '/history')}?limit={limit}")
-    entries = data.get("history", [])
+    every = not ids
+    if every:
+        ids = tuple(s["id"] for s in client.get("/servers").get("servers", []))
+    entries: list[dict[str, Any]] = []
+    for server_id in dict.fromkeys(ids):
+        data = client.get(f"{server_path(server_id, '/history')}?limit={limit}")
+        entries += data.get("history", [])
+    entries.sort(key=lambda e: str(e.get("at", "")), reverse=True)  # ISO 8601 UTC sorts as text
+    entries = entries[:limit]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps({"history": entries}, indent=2))
         return
     if not entries:
-        click.echo(f"no history for {server_id}")
+        click.echo("no history" if every else f"no history for {', '.join(ids)}")
         return
+    several = every or len(set(ids)) > 1
     rows = []
     for e in entries:
         exit_code = e.get("exit_code")
-        rows.append([str(e.get("at", ""))[:19].replace("T", " "), str(e.get("event")),
-                     str(e.get("pid") or "-"), "-" if exit_code is None else str(exit_code),
-                     str(e.get("reason") or "")])
-    click.echo(table(["AT (UTC)", "EVENT", "PID", "EXIT", "REASON"], rows))
+        row = [str(e.get("at", ""))[:19].replace("T", " "), str(e.get("event")),
+               str(e.get("pid") or "-"), "-" if exit_code is None else str(exit_code),
+               str(e.get("reason") or "")]
+        rows.append([str(e.get("id")), *row] if several else row)
+    headers = ["AT (UTC)", "EVENT", "PID", "EXIT", "REASON"]
+    click.echo(table(["SERVER", *headers] if several else headers, rows))
 
 
 @click.command(name="kill-orphan")

@@ -87,7 +87,14 @@ def config_given(name: str = "config") -> bool:
 
 
 def make_client(config: str, url: str | None) -> ApiClient:
-    """The client for this command line: URL from --url/PROCSYNC_URL or the config's host/port."""
+    """The client for this command line: URL from --url/PROCSYNC_URL or the config's host/port.
+
+    A host that runs the commands in its own process (``manage.py procsync``)
+    passes its client as the click context's object, and that one is used.
+    """
+    given = click.get_current_context().find_object(ApiClient)
+    if given is not None:
+        return given
     settings = None
     if config_given() or Path(config).exists():
         settings = load_or_fail(config).settings

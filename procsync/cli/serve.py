@@ -232,8 +232,7 @@ def run_serve(loaded: LoadedConfig, *, host: str | None = None, port: int | None
     if refusal:
         click.echo(f"Error: {refusal}", err=True)
         return 2
-    orchestrator = ServerOrchestrator(settings.state_file, interval=settings.interval,
-                                      log_dir=settings.log_dir, history=settings.history)
+    orchestrator = ServerOrchestrator.from_config(loaded)  # registered, webhooks added
 
     def reload() -> dict[str, str]:
         fresh = load_config(loaded.path, loaded.formation)
@@ -267,7 +266,6 @@ def run_serve(loaded: LoadedConfig, *, host: str | None = None, port: int | None
     previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     printer = _EventPrinter(quiet)
     try:
-        orchestrator.register_servers(loaded.registry)
         try:
             orchestrator.initialize()
         except OSError as err:
@@ -275,8 +273,6 @@ def run_serve(loaded: LoadedConfig, *, host: str | None = None, port: int | None
             click.echo(f"Error: cannot use the state file {settings.state_file}:{where} "
                        f"{err.strerror or err}", err=True)
             return 1
-        for hook in settings.webhooks:
-            orchestrator.add_webhook(hook.url, events=hook.events, secret=hook.secret)
         for name in EVENT_LINES:
             orchestrator.on(name, printer.receiver(name))
         url = f"http://{connect_host(host)}:{server.server_port}{settings.url_prefix}/"

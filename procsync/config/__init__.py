@@ -58,6 +58,7 @@ from .toml import (
     expand_vars,
     find_line,
     find_line_top,
+    load_mapping,
     load_toml,
     mask_vars,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "expand_vars",
     "find_line",
     "find_line_top",
+    "load_mapping",
     "load_toml",
     "mask_vars",
     # formation

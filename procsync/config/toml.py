@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +108,27 @@ def find_line(text: str, table: Sequence[str], key: str | None = None) -> int | 
     return start
 
 
+def load_mapping(data: Mapping[str, Any], *, source: str,
+                 folder: str | os.PathLike[str]) -> LoadedConfig:
+    """A procsync.toml's content given as a mapping (``{"procsync": {...}, "servers": {...}}``).
+
+    Validated as the file is, each problem a ConfigFileError naming `source`
+    (e.g. ``settings.PROCSYNC``) instead of a file; relative paths are relative
+    to `folder`.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigFileError(source, None, None, f"must be a mapping, not {type(data).__name__}")
+    return _TomlReader(source, "", folder=folder).read(dict(data))
+
+
 class _TomlReader:
     """Validates the parsed TOML document, turning every problem into a ConfigFileError."""
 
-    def __init__(self, path: str | os.PathLike[str], text: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], text: str,
+                 folder: str | os.PathLike[str] | None = None) -> None:
         self.path = path
         self.text = text
-        self.folder = Path(path).resolve().parent
+        self.folder = Path(folder if folder is not None else Path(path).resolve().parent).resolve()
 
     def error(self, table: str | None, key: str | None, problem: str) -> ConfigFileError:
         parts = table.split(".", 1) if table else []
@@ -309,6 +323,7 @@ __all__ = [
     "SETTINGS_KEYS",
     "WEBHOOK_KEYS",
     "expand_vars",
+    "load_mapping",
     "find_line",
     "find_line_top",
     "load_toml",

@@ -57,6 +57,8 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache, no-store",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
 }
+#: The WSGI environ key of a host's (CSRF header name, token) for the dashboard page.
+CSRF_ENVIRON = "procsync.csrf"
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -75,8 +77,12 @@ def index() -> Response:
     if not settings(current_mount().options).dashboard:
         raise ApiError(404, "not_found", "the dashboard page is turned off (PROCSYNC_DASHBOARD)")
     base = url_for(".index").rstrip("/")
+    # a host framework that mounts this app (procsync.django_ext) may hand over its CSRF
+    # header and token: the page sends them back with every call
+    csrf = request.environ.get(CSRF_ENVIRON)
     page = render_template_string(
-        _page_source(), base=base, static=lambda f: url_for(".static", filename=f)
+        _page_source(), base=base, static=lambda f: url_for(".static", filename=f),
+        csrf=csrf if isinstance(csrf, tuple) and len(csrf) == 2 else None,
     )
     return Response(page, mimetype="text/html", headers=PAGE_HEADERS)
 
@@ -323,8 +329,7 @@ def group_response(group: str, results: Mapping[str, ActionResult]) -> Response:
     body: dict[str, Any] = {
         "success": all(r.success for r in results.values()),
         "group": group,
-        "results": {sid: {"success": bool(r.success), "message": r.message, "pid": r.pid,
-                          "code": r.code} for sid, r in results.items()},
+        "results": {sid: r.to_dict() for sid, r in results.items()},
     }
     failed = [(sid, r) for sid, r in results.items() if not r.success]
     if not failed:

@@ -84,8 +84,9 @@ class Host(Protocol):
         """This instance has taken `sid`'s record over (to stop it)."""
         ...
 
-    def adopted(self, sid: str, info: ProcessInfo, reason: str) -> None:
-        """This instance now watches and owns `info`, the live process of `sid`."""
+    def adopted(self, sid: str, info: ProcessInfo, reason: str | None) -> None:
+        """This instance now watches and owns `info`, the live process of `sid` (`reason`: the
+        history entry's; None for a hand-over, which writes none)."""
         ...
 
     def exit_seen(self, sid: str, record: StoredProcessInfo) -> None:

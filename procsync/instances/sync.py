@@ -431,7 +431,9 @@ class InstanceSync:
             taken = self._take(sid, record)
             if taken is None:
                 return
-            host.adopted(sid, info, f"its instance {gone!r} is gone; adopted by the leader")
+            # released at a clean shutdown: a hand-over, with no history entry
+            reason = None if record.owner is None else f"its instance {gone!r} is gone; adopted by the leader"
+            host.adopted(sid, info, reason)
             if taken.status == "stopping":  # its stopper is gone: finish the stop
                 host.stop_later(sid)
             return

@@ -29,7 +29,7 @@ from typing import Any
 from blinker import Signal
 
 from .. import signals
-from ..config import ServerConfig, as_server_config
+from ..config import LoadedConfig, ServerConfig, as_server_config
 from ..config.graph import check_graph
 from ..errors import ConfigError, ProcessNotFound
 from ..instances import forks
@@ -153,7 +153,7 @@ class _Host:
             if server is not None:
                 server.owner = self._ctx.owner
 
-    def adopted(self, sid: str, info: Any, reason: str) -> None:
+    def adopted(self, sid: str, info: Any, reason: str | None) -> None:
         self._parts.recovery.adopted(sid, info, reason)
 
     def exit_seen(self, sid: str, record: StoredProcessInfo) -> None:
@@ -232,6 +232,25 @@ class ServerOrchestrator:
         self._forked_from: int | None = None
         self._connect()
         forks.track(self)
+
+    @classmethod
+    def from_config(cls, loaded: LoadedConfig, **kwargs: Any) -> ServerOrchestrator:
+        """An orchestrator for a loaded procsync.toml or Procfile (`procsync.config.load_config`).
+
+        Its ``[procsync]`` settings give the state file, log folder, interval and
+        history; its servers are registered and its webhooks added. Not
+        initialized: call `initialize()` (or any method, which does it on first
+        use). `kwargs` go to the constructor and win over the settings (e.g.
+        ``instance_name``, ``state_path``).
+        """
+        conf = loaded.settings
+        options: dict[str, Any] = {"interval": conf.interval, "log_dir": conf.log_dir,
+                                   "history": conf.history, **kwargs}
+        orchestrator = cls(options.pop("state_path", conf.state_file), **options)
+        orchestrator.register_servers(loaded.registry)
+        for hook in conf.webhooks:
+            orchestrator.add_webhook(hook.url, events=hook.events, secret=hook.secret)
+        return orchestrator
 
     def _connect(self) -> None:
         ctx, restarter = self._ctx, self._parts.restarter
@@ -369,21 +388,32 @@ class ServerOrchestrator:
             if registry.initialized:
                 return
             registry.initialized = True
-        ctx.journal.start()
-        ctx.leader.try_acquire(ctx.instance.name)
-        lists = self._parts.recovery.recover_all()
-        ctx.monitor.start(self.interval)
-        ctx.sync.start()
-        ctx.journal.flush()
+        try:
+            ctx.journal.start()
+            ctx.leader.try_acquire(ctx.instance.name)
+            lists = self._parts.recovery.recover_all()
+            ctx.monitor.start(self.interval)
+            ctx.journal.flush()  # the adoptions are written before the sync thread looks
+            ctx.sync.start()
+        finally:
+            registry.recovered.set()  # callers waiting in _ready() go on (or fail as this did)
         signals.send(signals.initialized, self, recovered=lists["adopted"], ended=lists["ended"],
                      orphaned=lists["orphaned"], unverified=lists["unverified"],
                      protected=lists["protected"])
 
-    def _ensure_initialized(self) -> None:
-        """Recover before the first start: a start must never duplicate a recorded live process."""
+    def _ready(self) -> None:
+        """Before any call that acts or answers: refuse in a forked child, and initialize on
+        first use, so no call answers from a registry that has not read the store (a running
+        server shown "stopped", a stop answered "already_stopped") nor starts a duplicate."""
+        self._check_fork()
         registry = self._ctx.registry
-        if not registry.initialized and not registry.closed:
+        if registry.recovered.is_set() or registry.closed:
+            return
+        if not registry.initialized:
             self.initialize()
+        else:  # another thread is initializing: answer once it has read the store
+            while not registry.recovered.wait(0.1) and not registry.closed:
+                pass
 
     # ------------------------------------------------------------ registry
 
@@ -476,28 +506,25 @@ class ServerOrchestrator:
         A dependency that can no longer meet its condition ends the wait: the
         server reads "skipped" and the answer names the dependency.
         """
-        self._check_fork()
-        self._ensure_initialized()
+        self._ready()
         self._refresh(id)
         return self._parts.ordering.start([id], wait=wait)[id]
 
     def stop_server(self, id: str) -> ActionResult:
         """Stop server `id` (its whole process tree); cancels a pending automatic restart."""
-        self._check_fork()
+        self._ready()
         self._refresh(id)
         return self._parts.stopper.stop(id)
 
     def restart_server(self, id: str) -> ActionResult:
         """Stop server `id` if it runs, wait until its processes and ports are gone, start it again."""
-        self._check_fork()
-        self._ensure_initialized()
+        self._ready()
         self._refresh(id)
         return self._parts.stopper.restart(id)
 
     def start_servers(self, ids: Iterable[str], wait: bool = True) -> dict[str, ActionResult]:
         """Start the servers `ids` (and what they need) as one plan, in dependency order."""
-        self._check_fork()
-        self._ensure_initialized()
+        self._ready()
         self._refresh(None)
         return self._parts.ordering.start(list(dict.fromkeys(ids)), wait=wait)
 
@@ -509,7 +536,7 @@ class ServerOrchestrator:
     def stop_all(self) -> dict[str, ActionResult]:
         """Stop every registered server in reverse dependency order, each wave gone before the
         next is signalled (one wave, one signal round, when nothing depends on anything)."""
-        self._check_fork()
+        self._ready()
         self._refresh(None)
         return self._parts.ordering.stop(list(self.configs))
 
@@ -531,27 +558,26 @@ class ServerOrchestrator:
 
     def start_group(self, name: str) -> dict[str, ActionResult]:
         """Start the servers of group `name` (and what they need) in dependency order."""
-        self._check_fork()
+        self._ready()
         return self.start_servers(self._group(name))
 
     def stop_group(self, name: str) -> dict[str, ActionResult]:
         """Stop the servers of group `name` in reverse dependency order."""
-        self._check_fork()
+        self._ready()
         ids = self._group(name)
         self._refresh(None)
         return self._parts.ordering.stop(ids)
 
     def restart_group(self, name: str) -> dict[str, ActionResult]:
         """Stop the running servers of group `name` in reverse order, then start the group in order."""
-        self._check_fork()
+        self._ready()
         ids = self._group(name)
-        self._ensure_initialized()
         self._refresh(None)
         return self._parts.ordering.restart(ids)
 
     def reload_server(self, id: str) -> ActionResult:
         """Send server `id`'s `reload_signal` (e.g. SIGHUP) to its process group instead of a restart."""
-        self._check_fork()
+        self._ready()
         self._refresh(id)
         return self._parts.stopper.reload(id)
 
@@ -562,13 +588,13 @@ class ServerOrchestrator:
 
         `current_ports` (port -> pid) saves the port scan when the caller has one.
         """
-        self._check_fork()
+        self._ready()
         self._refresh(None)
         return self._parts.status_view.get_server_status(current_ports)
 
     def get_server(self, id: str) -> ServerStatus:
         """The status of server `id`; ProcessNotFound if it is not registered."""
-        self._check_fork()
+        self._ready()
         self._refresh(id)
         return self._parts.status_view.get_server(id)
 
@@ -581,25 +607,28 @@ class ServerOrchestrator:
         restarts; a restart of procsync starts it empty. ProcessNotFound if
         `id` is not registered.
         """
-        self._check_fork()
+        self._ready()
         self._ctx.registry.get(id)  # ProcessNotFound if unknown
         return self._ctx.monitor.get_history(id, since)
 
     def kill_orphaned_process(self, server_id: str, pid: int) -> KillResult:
         """Kill `pid` if, right now, it listens on a port of `server_id` and is not ours. TERM, then KILL."""
-        self._check_fork()
+        self._ready()
         return self._parts.status_view.kill_orphaned_process(server_id, pid)
 
     def log_path(self, id: str) -> str | None:
         """The log file of server `id` (None if it never ran); ProcessNotFound if unknown."""
+        self._ready()
         return self._parts.status_view.log_path(id)
 
     def tail_log(self, id: str, lines: int = 100) -> list[str]:
         """The last `lines` lines of server `id`'s log (reaching into the rotated `<log>.1`)."""
+        self._ready()
         return self._parts.status_view.tail_log(id, lines)
 
     def history(self, id: str, limit: int = 50) -> list[Any]:
         """The stored history of server `id`, newest first (after the writes queued so far)."""
+        self._ready()
         self._ctx.journal.flush()
         return self._ctx.store.history(id, limit)
 

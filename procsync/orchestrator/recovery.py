@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("procsync.orchestrator")  # its records keep the orchestrator's logger name
 
+RECOVERED = "recovered after a restart of procsync"
+
 
 def classify(record: Any) -> tuple[str, float | None]:
     """("inactive" or an outcome of `ports.identify`, live create_time) for a stored record."""
@@ -225,7 +227,11 @@ class Recovery:
             except DuplicateProcessError:
                 return "inactive"
             else:
-                self.adopted(sid, info)
+                # a record released at a clean shutdown (or left by another orchestrator of
+                # this process) is handed over, not recovered: the server's history is its
+                # own lifecycle, not every reload of its host
+                handed = record.owner is None or record.owner == ctx.owner
+                self.adopted(sid, info, None if handed else RECOVERED)
                 return "adopted"
         # alive, but not provably ours: never adopted, never signalled
         ports = tuple(config.ports) or tuple(record.ports)
@@ -291,8 +297,12 @@ class Recovery:
             return True
         return self.ctx.leader.is_leader and not owner_alive(record.owner)
 
-    def adopted(self, sid: str, info: ProcessInfo,
-                 reason: str = "recovered after a restart of procsync") -> None:
+    def adopted(self, sid: str, info: ProcessInfo, reason: str | None = RECOVERED) -> None:
+        """Make `info` the live process of `sid`, owned and watched by this instance.
+
+        `reason` is the history entry's; None writes none (a hand-over: the
+        record was released by an instance that shut down cleanly).
+        """
         ctx = self.ctx
         with ctx.registry.lock:
             server = ctx.registry.servers.get(sid)
@@ -317,7 +327,11 @@ class Recovery:
         ctx.monitor.watch(sid, health=config.health, start_timeout=0.0,
                           ports_required=config.ports_required)
         ctx.journal.persist(sid, take=True)  # ours now, whoever owned the record before
-        ctx.journal.event(sid, "adopted", pid=info.pid, reason=reason)
+        if reason is not None:
+            ctx.journal.event(sid, "adopted", pid=info.pid, reason=reason)
+        else:
+            log.info("server %r: pid %s handed over to instance %r", sid, info.pid,
+                     ctx.instance.name)
 
 
 def _names(records: set[tuple[int, float | None]], process: tuple[int, float]) -> bool:

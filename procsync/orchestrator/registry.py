@@ -34,15 +34,17 @@ class Registry:
         self.changed = threading.Condition(self.lock)  # notified on every status change
         self.servers: dict[str, ServerState] = {}
         self.pending: dict[str, Any] = {}  # stored records of ids not registered yet
-        self.initialized = False
+        self.initialized = False  # initialize() has begun
+        self.recovered = threading.Event()  # ... and has read the store and settled its records
         self.closed = False
         self.closing = threading.Event()
 
     def reset_after_fork(self) -> None:
-        """In a forked child: fresh lock, condition and event (the records stay)."""
+        """In a forked child: fresh lock, condition and events (the records stay)."""
         self.lock = ordered_lock("orchestrator")
         self.changed = threading.Condition(self.lock)
         self.closing = threading.Event()
+        self.recovered = threading.Event()  # a child that may work was never initialized
 
     def find(self, sid: str) -> ServerState | None:
         """The record of `sid`, or None (takes the lock)."""

@@ -119,7 +119,7 @@ class StatusView:
             health=health,
             uptime=uptime,
             restarts=s.restarts,
-            last_exit_code=s.last_exit_code,
+            last_exit_code=None if active else s.last_exit_code,  # a run's, once it has ended
             cpu_percent=mon.cpu_percent if mon else 0.0,
             memory_rss=mon.memory_rss if mon else 0,
             orphaned=orphan_pid is not None,

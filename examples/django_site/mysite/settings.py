@@ -1,4 +1,4 @@
-"""Settings of the example site: Django's defaults, the `servers` app and PROCSYNC."""
+"""Settings of the example site: Django's defaults, procsync's app, the site's `servers` app."""
 
 import os
 from pathlib import Path
@@ -15,7 +15,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "servers",
+    "procsync.django_ext",  # manage.py procsync, get_orchestrator(), the API and dashboard
+    "servers",  # the site's own page that uses get_orchestrator()
 ]
 
 MIDDLEWARE = [
@@ -59,6 +60,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # procsync: the servers (and state_file, log_dir, interval) come from this
 # procsync.toml; PROCSYNC_CONFIG is the variable the procsync command reads too.
+# Staff may view and control (the default of "view" and "control").
 PROCSYNC = {
-    "CONFIG": os.environ.get("PROCSYNC_CONFIG", str(BASE_DIR / "procsync.toml")),
+    "config": os.environ.get("PROCSYNC_CONFIG", BASE_DIR / "procsync.toml"),
 }

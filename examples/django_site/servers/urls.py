@@ -4,6 +4,5 @@ from . import views
 
 app_name = "servers"
 urlpatterns = [
-    path("", views.status, name="status"),
-    path("status.json", views.status_json, name="status_json"),
+    path("", views.overview, name="overview"),
 ]

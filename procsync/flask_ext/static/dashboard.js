@@ -26,10 +26,15 @@
 
   function token() { try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; } }
 
+  // a host (Django) that serves this page behind its login hands over its CSRF header and token
+  var CSRF_HEADER = document.body.getAttribute("data-csrf-header");
+  var CSRF_TOKEN = document.body.getAttribute("data-csrf-token");
+
   function headers(extra) {
     var h = extra || {};
     var t = token();
     if (t) h["Authorization"] = "Bearer " + t;
+    if (CSRF_HEADER && CSRF_TOKEN) h[CSRF_HEADER] = CSRF_TOKEN;
     return h;
   }
 
