@@ -24,6 +24,7 @@ import pytest
 from helpers import PY, python_cmd, wait_until
 
 import procsync
+import procsync.django_ext
 import procsync.flask_ext
 from procsync import ServerOrchestrator, signals
 from procsync.config import load_config
@@ -44,7 +45,8 @@ AUTODOC = re.compile(r"^\.\. auto(?:class|function|data|exception):: ([\w.]+)$",
 
 def exported_names() -> set[str]:
     return ({f"procsync.{n}" for n in procsync.__all__}
-            | {f"procsync.flask_ext.{n}" for n in procsync.flask_ext.__all__})
+            | {f"procsync.flask_ext.{n}" for n in procsync.flask_ext.__all__}
+            | {f"procsync.django_ext.{n}" for n in procsync.django_ext.__all__})
 
 
 def documented_names(text: str | None = None) -> set[str]:
@@ -52,7 +54,8 @@ def documented_names(text: str | None = None) -> set[str]:
     return set(AUTODOC.findall((DOCS / "api.md").read_text() if text is None else text))
 
 
-@pytest.mark.parametrize("module", [procsync, procsync.flask_ext], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [procsync, procsync.flask_ext, procsync.django_ext],
+                         ids=lambda m: m.__name__)
 def test_every_exported_name_is_documented_with_a_docstring(module):
     exported = {f"{module.__name__}.{name}" for name in module.__all__}
     missing = exported - documented_names()

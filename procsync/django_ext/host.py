@@ -14,7 +14,7 @@ initialized (it adopts what still runs; it starts nothing):
 
 `close_orchestrator()` runs at exit and when a test overrides the setting:
 the servers keep running (recorded with no owner, so the next process
-adopts them) unless asked, or unless they live in a test's temporary folder.
+adopts them) unless asked, or under a test run.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Held:
     state_file: str
     log_dir: str
     temp: str | None = None  # a test run's folder, removed at close by the process that made it
+    testing: bool = False  # made by a test run's own process (not a fork): stops its servers at close
     apps: dict[str, Any] = dataclasses.field(default_factory=dict)  # see mount.py
 
 
@@ -102,15 +103,15 @@ def get_orchestrator() -> ServerOrchestrator:
 def close_orchestrator(stop_servers: bool | None = None) -> None:
     """Shut this process's orchestrator down; the next `get_orchestrator()` makes a new one.
 
-    The servers keep running unless `stop_servers` (default: only a test run's, whose
-    state lives in a temporary folder that is removed).
+    The servers keep running unless `stop_servers` (default: only under a test run,
+    which must leave no process behind; its temporary folder is removed).
     """
     global _held
     with _lock:
         held, _held = _held, None
     if held is None or held.pid != os.getpid():
         return  # the parent's, before a fork: not ours to shut down
-    stop = held.temp is not None if stop_servers is None else stop_servers
+    stop = held.testing if stop_servers is None else stop_servers
     held.orchestrator.shutdown(stop_servers=stop)
     if held.temp is not None:
         shutil.rmtree(held.temp, ignore_errors=True)
@@ -132,7 +133,10 @@ def _make(inherited: Held | None) -> Held:
     if testing():  # no webhook is sent from a test run
         loaded = dataclasses.replace(loaded, settings=dataclasses.replace(loaded.settings, webhooks=()))
     orchestrator = ServerOrchestrator.from_config(loaded, state_path=state_file, log_dir=log_dir)
-    return Held(orchestrator, conf, os.getpid(), state_file, log_dir, temp)
+    # a forked child leaves the stopping to the test run's own process, which stops every
+    # server of the state file, whichever process started it
+    return Held(orchestrator, conf, os.getpid(), state_file, log_dir, temp,
+                testing() and inherited is None)
 
 
 def _new_lock_in_child() -> None:
