@@ -301,8 +301,11 @@ def test_dashboard_charts_cpu_and_memory_live(site, browser):
     wait_until(lambda: len(orch.get_metrics("worker").times) >= 40, 60, "worker history before the restart")
     old_pid = orch.get_server("worker").pid
     browser.find_element(By.CSS_SELECTOR, worker + 'button[data-action="restart"]').click()
-    wait.until(lambda d: orch.get_server("worker").running and orch.get_server("worker").pid != old_pid)
-    new_pid = orch.get_server("worker").pid
+    def restarted(_):  # one status: two calls could see the old run, then the stop's pid None
+        status = orch.get_server("worker")
+        return status.running and status.pid not in (None, old_pid) and status.pid
+
+    new_pid = wait.until(restarted)
     start_mark = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, chart + f' .mark-start[data-pid="{new_pid}"]'))
     assert start_mark[0].find_element(By.CSS_SELECTOR, "title").get_attribute(
         "textContent").endswith(f"start: pid {new_pid} running")
