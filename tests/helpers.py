@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -137,8 +138,6 @@ SUPERVISORD = Path(sys.executable).with_name("supervisord")  # from the test ext
 @contextlib.contextmanager
 def supervisord(config: Path) -> Iterator[Any]:
     """Run ``supervisord -n -c config`` in its own session; SIGTERM after, then SIGKILL its group."""
-    import subprocess
-
     proc = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -152,6 +151,21 @@ def supervisord(config: Path) -> Iterator[Any]:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def stop_group(proc: subprocess.Popen) -> str:
+    """SIGTERM the process group `proc` leads (SIGKILL after 20 s), reap it; what it printed."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out or ""
 
 
 def python_cmd(code: str) -> list[str]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import free_port, is_gone, listener_code, python_cmd, wait_until
+from helpers import free_port, is_gone, listener_code, python_cmd, stop_group, wait_until
 from test_browser import browser, state_of  # noqa: F401  (a fixture)
 
 from procsync.health import port_open
@@ -68,8 +67,7 @@ def project(tmp_path):
         wait_until(lambda: port_open(port), 60, "runserver to listen")
         yield f"http://127.0.0.1:{port}", session, web_port
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(20)
+        stop_group(server)
         manage("procsync", "stop", "--all")
 
 

@@ -85,10 +85,12 @@ def current() -> Held:
     """This process's Held, made on first use (and again in a forked child); initialized."""
     global _held
     with _lock:
-        held = _held
+        held, made = _held, False
         if held is None or held.pid != os.getpid():
             held = _held = _make(inherited=held)
-    held.orchestrator.initialize()  # outside the lock: a second caller's calls wait for it
+            made = True
+    if made:  # outside the lock: another thread's calls on it wait until it has read the store
+        held.orchestrator.initialize()
     return held
 
 

@@ -35,9 +35,9 @@ from ..flask_ext.views import CSRF_ENVIRON
 from .conf import allows
 from .host import Held, current
 
-#: WSGI environ keys this view sets for the Flask app.
+#: The WSGI environ key this view sets for the Flask app's auth callable (the dashboard page's
+#: CSRF header and token go under flask_ext.views.CSRF_ENVIRON).
 ALLOWED_KEY = "procsync.allowed"  # the actions the Django user may take: ("view", "control")
-CSRF_KEY = CSRF_ENVIRON  # (header name, token) the dashboard page sends back on each call
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailers", "transfer-encoding", "upgrade"})
@@ -113,7 +113,7 @@ def procsync_view(request: HttpRequest, path: str = "") -> HttpResponse:  # cann
                                 status=403, headers={"Cache-Control": "no-store"})
         extra[ALLOWED_KEY] = actions
         if actions and path in ("", "/"):
-            extra[CSRF_KEY] = (csrf_header(), get_token(request))
+            extra[CSRF_ENVIRON] = (csrf_header(), get_token(request))  # the page sends it back
         app = app_for(held, "session")
     return call_app(app, request, path, extra)
 
@@ -161,5 +161,5 @@ def _wsgi_text(path: str) -> str:
     return path.encode("utf-8").decode("latin-1")
 
 
-__all__ = ["ALLOWED_KEY", "CSRF_KEY", "app_for", "call_app", "csrf_refusal", "environ_auth",
+__all__ = ["ALLOWED_KEY", "app_for", "call_app", "csrf_refusal", "environ_auth",
            "procsync_view", "user_actions"]

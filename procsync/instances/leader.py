@@ -74,6 +74,14 @@ def owner_name(owner: str | None) -> str | None:
     return match.group("name") if match else owner
 
 
+def handed_over(owner: str | None, me: str) -> bool:
+    """Whether taking over a live record of `owner` is a hand-over, not a recovery: it was
+    released at a clean shutdown (no owner) or left by another orchestrator of this very
+    process. A hand-over writes no history entry: the server's history is its own lifecycle,
+    not every reload of its host."""
+    return owner is None or owner == me
+
+
 def owner_alive(owner: str | None) -> bool:
     """True when the instance named by `owner` may still be running (its process lives)."""
     if not owner:
@@ -194,4 +202,4 @@ class LeaderLock:
                 os.close(fd)  # the parent still holds its own copy, so the lock stays its
 
 
-__all__ = ["InstanceId", "LeaderLock", "leader_path", "owner_alive", "owner_name"]
+__all__ = ["InstanceId", "LeaderLock", "handed_over", "leader_path", "owner_alive", "owner_name"]

@@ -43,7 +43,7 @@ from ..proctree import process_alive
 from ..records import ProcessInfo
 from ..store import StoredProcessInfo
 from .host import Host
-from .leader import owner_alive, owner_name
+from .leader import handed_over, owner_alive, owner_name
 
 log = logging.getLogger("procsync.sync")
 
@@ -431,8 +431,8 @@ class InstanceSync:
             taken = self._take(sid, record)
             if taken is None:
                 return
-            # released at a clean shutdown: a hand-over, with no history entry
-            reason = None if record.owner is None else f"its instance {gone!r} is gone; adopted by the leader"
+            reason = (None if handed_over(record.owner, host.owner)
+                      else f"its instance {gone!r} is gone; adopted by the leader")
             host.adopted(sid, info, reason)
             if taken.status == "stopping":  # its stopper is gone: finish the stop
                 host.stop_later(sid)

@@ -28,7 +28,7 @@ from ..errors import (
     ProtectedProcessError,
     StateStoreError,
 )
-from ..instances.leader import owner_alive
+from ..instances.leader import handed_over, owner_alive
 from ..instances.sync import safe
 from ..ports import identify, listening_sockets, pgid_of, terminate
 from ..proctree import (
@@ -227,11 +227,7 @@ class Recovery:
             except DuplicateProcessError:
                 return "inactive"
             else:
-                # a record released at a clean shutdown (or left by another orchestrator of
-                # this process) is handed over, not recovered: the server's history is its
-                # own lifecycle, not every reload of its host
-                handed = record.owner is None or record.owner == ctx.owner
-                self.adopted(sid, info, None if handed else RECOVERED)
+                self.adopted(sid, info, None if handed_over(record.owner, ctx.owner) else RECOVERED)
                 return "adopted"
         # alive, but not provably ours: never adopted, never signalled
         ports = tuple(config.ports) or tuple(record.ports)
@@ -300,8 +296,8 @@ class Recovery:
     def adopted(self, sid: str, info: ProcessInfo, reason: str | None = RECOVERED) -> None:
         """Make `info` the live process of `sid`, owned and watched by this instance.
 
-        `reason` is the history entry's; None writes none (a hand-over: the
-        record was released by an instance that shut down cleanly).
+        `reason` is the history entry's; None writes none (a hand-over, see
+        `instances.leader.handed_over`).
         """
         ctx = self.ctx
         with ctx.registry.lock:

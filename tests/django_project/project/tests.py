@@ -12,7 +12,7 @@ import io
 import json
 import os
 import re
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import Client, SimpleTestCase, TestCase, override_settings
-from helpers import PY, free_port, is_gone, wait_until
+from helpers import PY, free_port, is_gone, stop_group, wait_until
 
 from procsync.django_ext import close_orchestrator, get_orchestrator
 from procsync.django_ext.apps import check_setting
@@ -47,7 +47,7 @@ SLEEPER = [PY, "-c", "import time\nwhile True: time.sleep(1)"]
 
 
 def http_server(port: int) -> list[str]:
-    return [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    return [PY, "-u", "-m", "http.server", str(port), "--bind", "127.0.0.1"]  # -u: log lines at once
 
 
 def servers_setting(port: int, **extra) -> dict:
@@ -146,7 +146,7 @@ class TestRunTests(ProcsyncTestCase):
 
     def test_the_test_key_names_the_state_file(self):
         folder = Path(tempfile.mkdtemp(prefix="procsync-named-"))
-        self.addCleanup(lambda: __import__("shutil").rmtree(folder, ignore_errors=True))
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
         with override_settings(PROCSYNC=servers_setting(self.port, test={"state_file": str(folder / "t.json")})):
             orchestrator = get_orchestrator()
             self.assertEqual(Path(orchestrator.store.path), folder / "t.json")
@@ -357,10 +357,13 @@ class CommandTests(ProcsyncTestCase):
         self.assertEqual(code, 0)
 
     def test_logs(self):
-        self.run_command("start", "worker")
         code, out, _ = self.run_command("logs", "-n", "5", "web")
-        self.assertEqual(code, 0)
-        self.assertEqual(out, "")
+        self.assertEqual((code, out), (0, ""))  # never ran: no log yet
+        self.assertEqual(self.run_command("start", "web")[0], 0)
+        serving = f"Serving HTTP on 127.0.0.1 port {self.port}"
+        out = wait_until(lambda: (o := self.run_command("logs", "-n", "5", "web"))[0] == 0
+                         and serving in o[1] and o[1], 10, "web's first log line")
+        self.assertTrue(out.splitlines()[-1].startswith(serving), out)
 
 
 # -- real processes: runserver, gunicorn, management commands -------------------------------------
@@ -372,7 +375,7 @@ class Project:
     def __init__(self, test: SimpleTestCase, setting: dict) -> None:
         self.test = test
         folder = Path(tempfile.mkdtemp(prefix="procsync-django-"))
-        test.addCleanup(__import__("shutil").rmtree, folder, ignore_errors=True)
+        test.addCleanup(shutil.rmtree, folder, ignore_errors=True)
         setting = {"state_file": str(folder / "state.json"), "log_dir": str(folder / "logs"),
                    **setting}
         self.state_file = folder / "state.json"
@@ -380,7 +383,7 @@ class Project:
                     "DJPROJECT_DB": str(folder / "db.sqlite3"), "PYTHONPATH": str(SITE.parent)}
         for name in ("RUN_MAIN", "DJANGO_SETTINGS_MODULE"):
             self.env.pop(name, None)
-        test.addCleanup(self.stop_servers, setting)
+        test.addCleanup(self.stop_servers)
 
     def manage(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([PY, "manage.py", *args], cwd=SITE, env=self.env, text=True,
@@ -399,26 +402,12 @@ class Project:
             return None
         return int(text.rsplit(":", 1)[1]) if text else None
 
-    def stop_servers(self, setting: dict) -> None:
+    def stop_servers(self) -> None:
         """Stop whatever any process left running on this state file."""
         if self.state_file.exists():
             done = self.manage("procsync", "stop", "--all")
             if done.returncode != 0:
                 print(done.stdout, done.stderr, file=sys.stderr)
-
-
-def stop_group(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-    return out or ""
 
 
 def spawned_for(state_file: Path, sid: str) -> list[int]:
