@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from .locks import ordered_lock
@@ -209,20 +209,20 @@ def _environment(env: Mapping[str, str]) -> list[bytes]:
     return entries
 
 
-def _candidates(program: str, env: Mapping[str, str], cwd: str | None) -> list[str]:
-    """The paths to try for `program`: itself when it has a slash, else each PATH entry's.
+def _candidates(program: str, env: Mapping[str, str], cwd: str | None) -> Iterator[str]:
+    """The paths to try for `program`, in turn: itself when it has a slash, else each PATH entry's.
 
     As subprocess does: PATH is the child's, and relative paths are relative
-    to `cwd`. Paths that do not exist are skipped (they would fail with ENOENT).
+    to `cwd`. Paths that do not exist are skipped (they would fail with ENOENT);
+    a generator, so the entries after the one that runs are never looked at.
     """
     if "/" in program:
-        return [program]
-    found = []
+        yield program
+        return
     for folder in os.get_exec_path(dict(env)):
         path = os.path.join(folder, program)
         if os.path.exists(os.path.join(cwd, path) if cwd else path):
-            found.append(path)
-    return found
+            yield path
 
 
 def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, output: int) -> Child:
