@@ -10,6 +10,7 @@ import psutil
 import pytest
 from helpers import PY, free_port, is_gone, listener_code, python_cmd, wait_until
 
+from procsync import ServerOrchestrator
 from procsync.health import port_open
 from procsync.ports import listening_ports
 
@@ -99,15 +100,22 @@ def test_exit_during_start_reports_code_and_log(orch):
     assert "crashed with exit code 7" in status.message
 
 
-def test_start_timeout_leaves_process_running_and_unhealthy(orch):
-    port = free_port()
-    orch.register_server("slow", {"command": sleeper(), "ports": [port], "start_timeout": 0.3})
-    result = orch.start_server("slow")
-    assert not result.success and result.code == "start_timeout"
-    assert "left running" in result.message
-    status = orch.get_server("slow")
-    assert status.status == "running" and status.running and status.health == "unhealthy"
-    assert psutil.pid_exists(result.pid)
+def test_start_timeout_leaves_process_running_and_unhealthy(tmp_path):
+    # The monitor's own ticks would, after `unresponsive_after` of them, rightly
+    # move the health on to "unresponsive"; a long interval leaves only the
+    # start's verdict to read, however slowly this machine runs.
+    orch = ServerOrchestrator(tmp_path / "state.json", interval=60, log_dir=tmp_path / "logs")
+    try:
+        port = free_port()
+        orch.register_server("slow", {"command": sleeper(), "ports": [port], "start_timeout": 0.3})
+        result = orch.start_server("slow")
+        assert not result.success and result.code == "start_timeout"
+        assert "left running" in result.message
+        status = orch.get_server("slow")
+        assert status.status == "running" and status.running and status.health == "unhealthy"
+        assert psutil.pid_exists(result.pid)
+    finally:
+        orch.shutdown(stop_servers=True)
 
 
 def test_start_refuses_port_held_by_another_process(orch, outsider):
