@@ -93,26 +93,7 @@ memory_limit_exceeded = _declare("memory_limit_exceeded", _ORCH, "id pid rss lim
                                  "`action` is what follows: restart, stop or alert")
 
 #: Every signal by name, in the order above.
-ALL: dict[str, Signal] = {
-    name: _ns[name]
-    for name in (
-        "process_started",
-        "process_exit",
-        "process_error",
-        "health_check",
-        "status_change",
-        "process_died",
-        "initialized",
-        "server_started",
-        "server_stopped",
-        "server_restarting",
-        "server_fatal",
-        "orphan_killed",
-        "server_skipped",
-        "server_reloaded",
-        "memory_limit_exceeded",
-    )
-}
+ALL: dict[str, Signal] = {name: _ns[name] for name in DOCS}
 
 
 def get(name: str) -> Signal:

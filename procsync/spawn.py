@@ -128,18 +128,10 @@ class WorkingDirectoryError(OSError):
 class _Libc:
     """The C library's posix_spawn, its file actions, and the attributes every spawn shares."""
 
-    NAMES = (
-        "posix_spawn", "posix_spawnattr_init", "posix_spawnattr_setflags",
-        "posix_spawnattr_setsigdefault", "posix_spawnattr_setsigmask",
-        "posix_spawn_file_actions_init", "posix_spawn_file_actions_destroy",
-        "posix_spawn_file_actions_adddup2", "posix_spawn_file_actions_addopen",
-        "posix_spawn_file_actions_addchdir_np", "posix_spawn_file_actions_addclosefrom_np",
-    )
-
     def __init__(self) -> None:
         lib = ctypes.CDLL(None, use_errno=True)
         p, c, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
-        types: dict[str, list[Any]] = {
+        argtypes: dict[str, list[Any]] = {  # every function used, with its parameters
             "posix_spawn": [ctypes.POINTER(ctypes.c_int), c, p, p, p, p],
             "posix_spawnattr_init": [p], "posix_spawnattr_setflags": [p, ctypes.c_short],
             "posix_spawnattr_setsigdefault": [p, p], "posix_spawnattr_setsigmask": [p, p],
@@ -150,9 +142,9 @@ class _Libc:
             "posix_spawn_file_actions_addclosefrom_np": [p, i],
         }
         self.fn: dict[str, Any] = {}
-        for name in self.NAMES:
+        for name, types in argtypes.items():
             fn = getattr(lib, name)  # AttributeError: this C library lacks it
-            fn.argtypes = types[name]
+            fn.argtypes = types
             fn.restype = ctypes.c_int
             self.fn[name] = fn
         # made once and only read by posix_spawn: a new session, every signal at its default

@@ -123,22 +123,23 @@ def _make(inherited: Held | None) -> Held:
     conf = read_conf(getattr(settings, SETTING, None), base_dir())
     loaded = conf.loaded
     state_file, log_dir, temp = loaded.settings.state_file, loaded.settings.log_dir, None
+    under_test = testing()
     if inherited is not None:  # forked: the parent's state file, never its temporary folder
         state_file, log_dir = inherited.state_file, inherited.log_dir
-    elif testing():
+    elif under_test:
         if conf.test_state_file:
             state_file = conf.test_state_file
             log_dir = conf.test_log_dir or str(Path(state_file).parent / "logs")
         else:
             temp = tempfile.mkdtemp(prefix="procsync-test-")
             state_file, log_dir = str(Path(temp) / "state.json"), str(Path(temp) / "logs")
-    if testing():  # no webhook is sent from a test run
+    if under_test:  # no webhook is sent from a test run
         loaded = dataclasses.replace(loaded, settings=dataclasses.replace(loaded.settings, webhooks=()))
     orchestrator = ServerOrchestrator.from_config(loaded, state_path=state_file, log_dir=log_dir)
     # a forked child leaves the stopping to the test run's own process, which stops every
     # server of the state file, whichever process started it
     return Held(orchestrator, conf, os.getpid(), state_file, log_dir, temp,
-                testing() and inherited is None)
+                under_test and inherited is None)
 
 
 def _new_lock_in_child() -> None:

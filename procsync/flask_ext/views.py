@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app, jsonify, render_template_string, request, url_for
 from werkzeug.wrappers import Response
 
+from ..config.units import whole_number
 from ..errors import ProcSyncError
 from ..records import ActionResult
 from . import prometheus
@@ -233,8 +234,7 @@ def api_events() -> Response:
     hub = current_hub()
     raw = request.headers.get("Last-Event-ID", "").strip()
     # ASCII digits only, and short: int() of "²" or of 5,000 digits raises
-    ok = raw.isascii() and raw.isdigit() and len(raw) <= MAX_EVENT_ID_DIGITS
-    last_id = int(raw) if ok else None
+    last_id = whole_number(raw) if len(raw) <= MAX_EVENT_ID_DIGITS else None
     heartbeat = settings(current_mount().options).heartbeat
     return sse_response(hub.stream(last_id, heartbeat=heartbeat))
 
