@@ -121,26 +121,34 @@ def test_a_killed_leaders_servers_are_adopted_same_pid_by_the_new_leader(tmp_pat
         kill_marked()
 
 
-def test_the_leader_records_a_death_its_living_owner_failed_to_record(tmp_path):
+@pytest.fixture
+def pair(tmp_path):
+    """Orchestrators "one" (the leader) and "two" on one state file, each with server "w"."""
     kw = {"interval": 0.2, "log_dir": tmp_path / "logs"}
-    one = ServerOrchestrator(tmp_path / "state.json", instance_name="one", **kw)
-    two = ServerOrchestrator(tmp_path / "state.json", instance_name="two", **kw)
+    made = [ServerOrchestrator(tmp_path / "state.json", instance_name=name, **kw)
+            for name in ("one", "two")]
     try:
-        for orch in (one, two):
+        for orch in made:
             orch.register_server("w", {"command": [SLEEP, "600"]})
             orch.initialize()
-        pid = two.start_server("w").pid
-        wait_until(lambda: one.get_server("w").pid == pid, 2, "one sees w")
-        two.manager.close()  # two still lives but no longer hears about exits
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: one.get_server("w").status == "crashed", 5, "the leader records it")
-        record = wait_until(lambda: (r := one.store.get_process("w")).status == "crashed" and r, 2,
-                            "the crash in the store")
-        assert (record.status, record.exit_code, owner_name(record.owner)) == ("crashed", None, "one")
-        wait_until(lambda: one.history("w", 1)[0].event == "crashed", 2, "the crash in the history")
+        yield made
     finally:
-        two.shutdown()
-        one.shutdown(stop_servers=True)
+        for orch in reversed(made):
+            orch.shutdown(stop_servers=True)
+        kill_marked()
+
+
+def test_the_leader_records_a_death_its_living_owner_failed_to_record(pair):
+    one, two = pair
+    pid = two.start_server("w").pid
+    wait_until(lambda: one.get_server("w").pid == pid, 2, "one sees w")
+    two.manager.close()  # two still lives but no longer hears about exits
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: one.get_server("w").status == "crashed", 5, "the leader records it")
+    record = wait_until(lambda: (r := one.store.get_process("w")).status == "crashed" and r, 2,
+                        "the crash in the store")
+    assert (record.status, record.exit_code, owner_name(record.owner)) == ("crashed", None, "one")
+    wait_until(lambda: one.history("w", 1)[0].event == "crashed", 2, "the crash in the history")
 
 
 FORK_STARTED = """
@@ -203,3 +211,25 @@ def test_a_fork_of_an_orchestrator_that_never_started_works_as_a_fresh_instance(
     child, parent = run_script(FORK_FRESH, tmp_path)
     assert child["child"] and child["leader"] and child["pid"] != child["me"]
     assert parent == {"parent": "stopped", "leader": True}
+
+
+def test_a_look_at_the_store_applied_late_never_undoes_a_newer_one(pair, tmp_path):
+    """A sync pass that read the records before a request's own look applied a newer one
+    (its thread was slow, busy watching another server) must not bring the older record
+    back: it once turned this instance's own fresh start into "cancelled" and killed it."""
+    one, two = pair
+    old_pid = two.start_server("w").pid
+    assert one.get_server("w").pid == old_pid  # one has seen two's running record
+    store = open_store(tmp_path / "state.json")
+    stale = store.get_process("w")  # what a slow sync pass of one read, back then
+    assert two.stop_server("w").success
+    assert one.get_server("w").status == "stopped"
+    new_pid = one.start_server("w").pid
+    assert new_pid and new_pid != old_pid
+
+    one._ctx.sync._observe("w", stale)  # the slow pass applies what it read
+
+    status = one.get_server("w")
+    assert (status.status, status.pid) == ("running", new_pid)
+    assert owner_name(store.get_process("w").owner) == "one"
+    assert one.stop_server("w").success and is_gone(new_pid)

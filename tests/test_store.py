@@ -106,6 +106,21 @@ def test_missing_file_is_an_empty_store(store, state_path):
         assert not state_path.exists(), "reading must not create the state file"
 
 
+def test_an_entrys_updated_at_only_goes_forward_even_when_the_clock_steps_back(stores, monkeypatch):
+    # instances order what they read of one entry by it: a clock set back must not make a
+    # newer write look older (the other instances would ignore it)
+    import procsync.store.base as base
+
+    first = stores()
+    saved = first.save_process(make())
+    monkeypatch.setattr(base, "_now", lambda: saved.updated_at - timedelta(hours=1))
+    again = first.update_process("web", lambda old: replace(old, status="stopping"))
+    assert again.updated_at > saved.updated_at
+    third = first.update_process("web", lambda old: replace(old, status="stopped"))
+    assert third.updated_at > again.updated_at
+    assert stores().get_process("web").updated_at == third.updated_at  # kept by the file
+
+
 def test_save_then_read_back_everywhere(stores):
     first = stores()
     info = make()

@@ -64,6 +64,13 @@ def _same(old: StoredProcessInfo | None, new: StoredProcessInfo | None) -> bool:
     return all(getattr(old, name) == getattr(new, name) for name in _COMPARED)
 
 
+def _older(new: StoredProcessInfo | None, old: StoredProcessInfo | None) -> bool:
+    """True when `new` was written before `old`: read by a look at the store that another,
+    later look overtook. The store moves each entry's `updated_at` only forward."""
+    return (new is not None and old is not None and new.updated_at is not None
+            and old.updated_at is not None and new.updated_at < old.updated_at)
+
+
 class Taken(Exception):
     """Raised inside a claim: the server runs already, as `record` says."""
 
@@ -199,10 +206,12 @@ class InstanceSync:
         return {record.id: record for record in self._host.store.get_all_processes()}
 
     def _observe(self, sid: str, record: StoredProcessInfo | None) -> None:
-        """Apply `record` once: whoever sees a change first (thread or caller) applies it."""
+        """Apply `record` once: whoever sees a change first (thread or caller) applies it,
+        and never after a newer record of `sid` (the tick's pass over every server can be
+        overtaken by a request's look at one)."""
         with self._lock:
             old = self._seen.get(sid)
-            if _same(old, record):
+            if _same(old, record) or _older(record, old):
                 return
             if record is None:
                 self._seen.pop(sid, None)

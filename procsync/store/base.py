@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,6 +85,9 @@ def _optional(name: str, value: Any, ok: bool, expected: str) -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_STEP = timedelta(microseconds=1)  # the least a write moves an entry's updated_at on
 
 
 def format_time(value: datetime) -> str:
@@ -770,7 +773,10 @@ class StateStore:
                             f"got {type(new).__name__}")
         if new.id != id:
             raise ValueError(f"update_process: fn returned id {new.id!r} for {id!r}")
-        return replace(new, updated_at=_now())
+        stamp = _now()
+        if old is not None and old.updated_at is not None and stamp <= old.updated_at:
+            stamp = old.updated_at + _STEP  # one entry's stamps only go forward, whatever the clock
+        return replace(new, updated_at=stamp)
 
     def __enter__(self) -> StateStore:
         return self
